@@ -1,0 +1,1 @@
+"""kcap's watcher: finds stable new images and enqueues them with back-pressure."""

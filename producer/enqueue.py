@@ -1,0 +1,127 @@
+"""Turning a stable file into one job on the caption queue, once, under the in-flight cap."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery import Celery
+
+from producer.scan import find_done
+from shared.celery_app import CAPTION_TASK, ROUTE_TASK
+from shared.inflight import InFlight
+from shared.messages import Job, Result
+from shared.naming import job_id_for
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What happened to one candidate file."""
+
+    status: str  # queued | done | in_flight | vanished | refused
+    job_id: str = ""
+
+
+class Enqueuer:
+    """Reads, hashes and publishes one job per image; waits while too many are in flight."""
+
+    def __init__(self, settings: Settings, app: Celery, inflight: InFlight) -> None:
+        self.settings = settings
+        self.app = app
+        self.inflight = inflight
+        self.root, _ = settings.require_folders()
+
+    def offer(self, path: Path, rel_path: str) -> Enqueued:
+        """Enqueue path unless it is done or already in flight."""
+        try:
+            stat = os.stat(path)
+            refusal = self._refusal(path, stat.st_size)
+            data = b"" if refusal else path.read_bytes()
+        except FileNotFoundError:
+            log.info("%s vanished before it was read; nothing to do", rel_path)
+            return Enqueued("vanished")
+        except OSError as exc:
+            refusal = f"cannot read the file: {exc}"
+            data = b""
+        sha = hashlib.sha256(data).hexdigest() if not refusal else _identity_hash(rel_path, path)
+        job_id = job_id_for(rel_path, sha)
+        if find_done(self.settings, rel_path, sha, job_id) is not None:
+            return Enqueued("done", job_id)
+        self._wait_for_room()
+        if not self.inflight.try_add(job_id):
+            return Enqueued("in_flight", job_id)
+        if refusal:
+            log.warning("%s refused: %s", rel_path, refusal)
+            self._send_refusal(job_id, rel_path, sha, refusal)
+            return Enqueued("refused", job_id)
+        self.publish(
+            Job(
+                job_id=job_id,
+                rel_path=rel_path,
+                content_sha256=sha,
+                size=len(data),
+                mtime=stat.st_mtime,
+                image_b64=Job.encode_bytes(data),
+                prompt=self.settings.prompt,
+                max_new_tokens=self.settings.max_new_tokens,
+                score=self.settings.score_enabled,
+                enqueued_at=time.time(),
+            )
+        )
+        return Enqueued("queued", job_id)
+
+    def publish(self, job: Job) -> None:
+        self.app.send_task(
+            CAPTION_TASK,
+            args=[job.to_dict(), self.settings.route_queue],
+            queue=self.settings.caption_queue,
+        )
+
+    def _refusal(self, path: Path, size: int) -> str:
+        if path.is_symlink() and not self.settings.follow_symlinks:
+            target = os.path.realpath(path)
+            if os.path.commonpath([target, os.path.realpath(self.root)]) != os.path.realpath(self.root):
+                return f"symlink to {target}, outside the input folder (pass --follow-symlinks to allow)"
+        if size > self.settings.max_file_bytes:
+            return (
+                f"file is {size} bytes, over the cap of {self.settings.max_file_bytes} "
+                "(raise KCAP_MAX_FILE_BYTES to accept it)"
+            )
+        return ""
+
+    def _send_refusal(self, job_id: str, rel_path: str, sha: str, reason: str) -> None:
+        result = Result(
+            job_id=job_id,
+            rel_path=rel_path,
+            content_sha256=sha,
+            ok=False,
+            error_reason=reason,
+            error_class="Refused",
+            worker="producer",
+            enqueued_at=time.time(),
+        )
+        self.app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=self.settings.route_queue)
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: a backlog of a million files never floods Redis."""
+        delay = 0.05
+        while self.inflight.size() >= self.settings.max_in_flight:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _identity_hash(rel_path: str, path: Path) -> str:
+    """A stand-in content hash for a file that is refused without being read."""
+    try:
+        stat = os.lstat(path)
+        token = f"{rel_path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    except OSError:
+        token = rel_path
+    return hashlib.sha256(token.encode()).hexdigest()

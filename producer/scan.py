@@ -1,0 +1,80 @@
+"""Walking the input folder: which files are candidates, and which are already done."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared.imagetypes import looks_like_image
+from shared.naming import candidate_error_placements, candidate_placements, is_ignored_name
+from shared.records import record_job_id
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class InputFilter:
+    """Decides whether a path under the input root is an input at all."""
+
+    def __init__(self, settings: Settings) -> None:
+        input_dir, _ = settings.require_folders()
+        self.root = input_dir
+        # Output folders may live inside the input folder; never treat results as inputs.
+        self.excluded = [
+            p
+            for p in (settings.output_dir, settings.clip_failed_dir, settings.errors_dir, settings.state_dir)
+            if p is not None
+        ]
+        self.recursive = settings.recursive
+
+    def relative(self, path: Path) -> str | None:
+        """The POSIX path relative to the root, or None when path is not an input."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return None
+        if not rel.parts or any(is_ignored_name(part) for part in rel.parts):
+            return None
+        if not self.recursive and len(rel.parts) > 1:
+            return None
+        if any(path == ex or ex in path.parents for ex in self.excluded):
+            return None
+        if path.is_dir() or not (path.is_file() or path.is_symlink()):
+            return None
+        if not looks_like_image(path):
+            return None
+        return rel.as_posix()
+
+    def walk(self) -> Iterator[Path]:
+        """Every candidate file under the root, sorted for a predictable order."""
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+            here = Path(dirpath)
+            dirnames[:] = sorted(
+                d for d in dirnames if not is_ignored_name(d) and (here / d) not in self.excluded
+            )
+            if not self.recursive:
+                dirnames[:] = []
+            for name in sorted(filenames):
+                path = here / name
+                if self.relative(path) is not None:
+                    yield path
+
+
+def find_done(settings: Settings, rel_path: str, content_sha256: str, job_id: str) -> Path | None:
+    """The record of a job already routed (in output, clip-failed or errors), if any."""
+    parent_parts = rel_path.split("/")[:-1]
+    name = rel_path.split("/")[-1]
+    for root in (settings.output_dir, settings.clip_failed_dir):
+        if root is None:
+            continue
+        for placement in candidate_placements(root.joinpath(*parent_parts), name, content_sha256, job_id):
+            if record_job_id(placement.record) == job_id:
+                return placement.record
+    if settings.errors_dir is not None:
+        errors = settings.errors_dir.joinpath(*parent_parts)
+        for placement in candidate_error_placements(errors, name, content_sha256, job_id):
+            if record_job_id(placement.record) == job_id:
+                return placement.record
+    return None

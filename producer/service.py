@@ -1,0 +1,108 @@
+"""The producer: startup scan, live events, periodic reconcile, all through one gate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from celery import Celery
+
+from producer.enqueue import Enqueuer
+from producer.scan import InputFilter
+from producer.stability import StabilityGate
+from producer.watcher import start_observer
+from shared.celery_app import make_app
+from shared.inflight import InFlight
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.1
+
+
+class Producer:
+    """Finds images under the input folder and enqueues each one once."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None = None, inflight: InFlight | None = None):
+        self.settings = settings
+        self.filter = InputFilter(settings)
+        self.gate = StabilityGate(stable_after_s=settings.stable_after_s)
+        self.inflight = inflight or InFlight.connect(settings)
+        self.enqueuer = Enqueuer(settings, app or make_app(settings), self.inflight)
+        self.stats: Counter[str] = Counter()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def scan(self) -> int:
+        """Put every candidate under the root through the gate; returns how many."""
+        count = 0
+        for path in self.filter.walk():
+            self.gate.touch(path)
+            count += 1
+        return count
+
+    def _scan_dir(self, folder: Path) -> None:
+        if not folder.is_dir():
+            return
+        for path in folder.rglob("*") if self.settings.recursive else folder.glob("*"):
+            if self.filter.relative(path) is not None:
+                self.gate.touch(path)
+
+    def pump(self) -> int:
+        """Enqueue what the gate releases; returns how many left the gate."""
+        ready = self.gate.due()
+        for path in ready:
+            if self._stop.is_set():
+                self.gate.touch(path)  # not handled: leave it for the next start
+                continue
+            rel = self.filter.relative(path)
+            if rel is None:
+                continue
+            outcome = self.enqueuer.offer(path, rel)
+            self.stats[outcome.status] += 1
+            if outcome.status == "queued":
+                log.debug("queued %s as %s", rel, outcome.job_id)
+        return len(ready)
+
+    def run_forever(self) -> None:
+        """Watch until stop(): scan at start, then events, and a reconcile scan now and then."""
+        root = self.filter.root
+        observer = start_observer(
+            root,
+            self.gate,
+            recursive=self.settings.recursive,
+            polling=self.settings.polling,
+            poll_interval_s=self.settings.poll_interval_s,
+            on_new_dir=self._scan_dir,
+        )
+        found = self.scan()
+        log.info("watching %s (%d files found at start)", root, found)
+        next_reconcile = time.monotonic() + self.settings.reconcile_every_s
+        try:
+            while not self._stop.is_set():
+                self.pump()
+                if time.monotonic() >= next_reconcile:
+                    # Catches what events missed (network filesystems, a full inotify queue).
+                    self.scan()
+                    next_reconcile = time.monotonic() + self.settings.reconcile_every_s
+                self._stop.wait(_TICK_S)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+
+    def run_backlog(self, *, on_progress: object = None) -> Counter[str]:
+        """Enqueue everything under the root once, then wait until all of it is routed."""
+        self.scan()
+        while len(self.gate) and not self._stop.is_set():
+            self.pump()
+            self._stop.wait(_TICK_S)
+        while self.inflight.size() and not self._stop.is_set():
+            if callable(on_progress):
+                on_progress()
+            self._stop.wait(0.2)
+        return self.stats

@@ -1,0 +1,1 @@
+"""kcap's shared package: settings, the Celery app, message schemas, naming rules, errors."""

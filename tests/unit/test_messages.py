@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.errors import DecodeError
+from shared.messages import Job, Result
+
+
+def _job(**changes: object) -> Job:
+    values: dict[str, object] = {
+        "job_id": "j1",
+        "rel_path": "sub/a.jpg",
+        "content_sha256": "ab" * 32,
+        "size": 3,
+        "mtime": 1.5,
+        "image_b64": Job.encode_bytes(b"\xff\xd8\xff"),
+        "prompt": "p",
+        "max_new_tokens": 8,
+        "score": True,
+        "enqueued_at": 2.0,
+    }
+    values.update(changes)
+    return Job(**values)  # type: ignore[arg-type]
+
+
+def test_job_round_trips_as_json() -> None:
+    job = _job()
+    wire = job.encode()
+    assert json.loads(wire)["kind"] == "job"
+    assert Job.decode(wire) == job
+    assert job.image_bytes() == b"\xff\xd8\xff"
+
+
+def test_decode_errors_carry_the_raw_payload() -> None:
+    with pytest.raises(DecodeError) as caught:
+        Job.decode("{not json")
+    assert caught.value.payload == "{not json"
+    bad = {**_job().to_dict(), "surprise": 1}
+    with pytest.raises(DecodeError, match="unknown fields") as caught:
+        Job.from_dict(bad)
+    assert caught.value.payload == bad
+    with pytest.raises(DecodeError, match="wrong message kind"):
+        Result.from_dict(_job().to_dict())
+    with pytest.raises(DecodeError, match="missing"):
+        Job.from_dict({"job_id": "x"})
+
+
+def test_image_bytes_must_be_base64() -> None:
+    with pytest.raises(DecodeError, match="not base64"):
+        _job(image_b64="***").image_bytes()

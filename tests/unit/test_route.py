@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.errors import UnsafePathError
+from shared.messages import Result
+from shared.naming import job_id_for
+from shared.settings import Settings
+from workers.route import Router
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> Settings:
+    (tmp_path / "in").mkdir()
+    return Settings(
+        input_dir=tmp_path / "in",
+        output_dir=tmp_path / "out",
+        clip_failed_dir=tmp_path / "failed",
+        errors_dir=tmp_path / "errors",
+        threshold=15.0,
+    )
+
+
+def _drop(settings: Settings, rel: str, data: bytes) -> Path:
+    assert settings.input_dir is not None
+    path = settings.input_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _result(rel: str, data: bytes, *, ok: bool = True, score: float | None = 20.0) -> Result:
+    sha = hashlib.sha256(data).hexdigest()
+    return Result(
+        job_id=job_id_for(rel, sha),
+        rel_path=rel,
+        content_sha256=sha,
+        ok=ok,
+        caption="a red square on a white wall" if ok else "",
+        score=score if ok else None,
+        error_reason="" if ok else "corrupt or truncated image",
+        error_class="" if ok else "BadImageError",
+    )
+
+
+def test_a_good_score_lands_in_output_with_caption_and_record(roots: Settings) -> None:
+    _drop(roots, "sub/dir/a.jpg", b"jpeg-bytes")
+    routed = Router(roots).route(_result("sub/dir/a.jpg", b"jpeg-bytes", score=15.0))
+    assert routed.outcome == "output" and routed.newly_placed
+    out = roots.output_dir / "sub" / "dir"  # type: ignore[operator]
+    assert (out / "a.jpg").read_bytes() == b"jpeg-bytes"
+    assert (out / "a.txt").read_text() == "a red square on a white wall\n"
+    record = json.loads((out / "a.json").read_text())
+    assert record["clip_score"] == 15.0 and record["outcome"] == "output"
+    assert record["source"] == "sub/dir/a.jpg"
+    assert (roots.input_dir / "sub/dir/a.jpg").exists()  # type: ignore[operator]  # copy mode
+
+
+def test_a_low_score_lands_in_clip_failed(roots: Settings) -> None:
+    _drop(roots, "b.png", b"png")
+    routed = Router(roots).route(_result("b.png", b"png", score=14.99))
+    assert routed.outcome == "clip_failed"
+    assert (roots.clip_failed_dir / "b.txt").exists()  # type: ignore[operator]
+    assert not (roots.output_dir / "b.png").exists()  # type: ignore[operator]
+
+
+def test_redelivery_routes_once(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"x")
+    router = Router(roots)
+    first = router.route(_result("a.jpg", b"x"))
+    again = router.route(_result("a.jpg", b"x"))
+    assert first.newly_placed and not again.newly_placed
+    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt"]  # type: ignore[union-attr]
+
+
+def test_a_crash_between_caption_and_record_is_completed_on_redelivery(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"x")
+    router = Router(roots)
+    router.route(_result("a.jpg", b"x"))
+    record = roots.output_dir / "a.json"  # type: ignore[operator]
+    record.unlink()  # as if the worker died before the record was written
+    again = router.route(_result("a.jpg", b"x"))
+    assert again.newly_placed
+    assert json.loads(record.read_text())["source"] == "a.jpg"
+    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt"]  # type: ignore[union-attr]
+
+
+def test_same_stem_different_extensions_never_overwrite(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"jpg")
+    _drop(roots, "a.png", b"png")
+    router = Router(roots)
+    router.route(_result("a.jpg", b"jpg"))
+    second = router.route(_result("a.png", b"png"))
+    sha8 = hashlib.sha256(b"png").hexdigest()[:8]
+    assert second.placement is not None and second.placement.image.name == f"a-{sha8}.png"
+    assert (roots.output_dir / "a.txt").exists() and (roots.output_dir / f"a-{sha8}.txt").exists()  # type: ignore[operator]
+    assert (roots.output_dir / "a.jpg").read_bytes() == b"jpg"  # type: ignore[operator]
+
+
+def test_unreadable_input_goes_to_errors_with_a_reason(roots: Settings) -> None:
+    _drop(roots, "bad.jpg", b"not an image")
+    routed = Router(roots).route(_result("bad.jpg", b"not an image", ok=False))
+    assert routed.outcome == "errors"
+    reason = json.loads((roots.errors_dir / "bad.jpg.error.json").read_text())  # type: ignore[operator]
+    assert reason["reason"] == "corrupt or truncated image"
+    assert reason["error_class"] == "BadImageError"
+    assert reason["content_sha256"] == hashlib.sha256(b"not an image").hexdigest()
+    assert reason["time"] > 0
+    assert (roots.errors_dir / "bad.jpg").read_bytes() == b"not an image"  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("rel", ["../escape.jpg", "/abs/x.jpg", "a/\0.jpg", "a/../../x.jpg"])
+def test_paths_outside_the_roots_are_refused(roots: Settings, rel: str) -> None:
+    result = Result(job_id="j", rel_path=rel, content_sha256="0" * 64, ok=True, caption="c", score=99.0)
+    with pytest.raises(UnsafePathError):
+        Router(roots).route(result)
+    assert not any(roots.output_dir.parent.glob("escape*"))  # type: ignore[union-attr]
+
+
+def test_move_mode_moves_only_after_the_record(roots: Settings) -> None:
+    moved = roots.replace(input_mode="move")
+    source = _drop(moved, "m.jpg", b"m")
+    routed = Router(moved).route(_result("m.jpg", b"m"))
+    assert routed.newly_placed and not source.exists()
+    assert (moved.output_dir / "m.json").exists()  # type: ignore[operator]
+
+
+def test_an_input_replaced_after_it_was_read_is_left_to_its_new_job(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"new bytes")
+    routed = Router(roots).route(_result("a.jpg", b"old bytes"))
+    assert routed.outcome == "skipped"
+    assert not (roots.output_dir / "a.json").exists()  # type: ignore[operator]
+    assert (roots.input_dir / "a.jpg").read_bytes() == b"new bytes"  # type: ignore[operator]

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.logs import _RedactingFilter
+from shared.redaction import mask_url_passwords
+from shared.settings import DEFAULT_PROMPT, Settings
+
+
+def test_defaults_carry_over_from_the_original_script() -> None:
+    settings = Settings.build({})
+    assert settings.caption_model == "microsoft/kosmos-2-patch14-224"
+    assert settings.clip_model == "openai/clip-vit-large-patch14"
+    assert settings.prompt == DEFAULT_PROMPT
+    assert settings.prompt.startswith("Give a detailed description of this image")
+    assert settings.max_new_tokens == 128
+    assert settings.threshold == 15.0
+    assert settings.input_mode == "copy"
+
+
+def test_environment_then_flags_take_precedence(tmp_path: Path) -> None:
+    env = {
+        "KCAP_THRESHOLD": "20.5",
+        "KCAP_BATCH_SIZE": "8",
+        "KCAP_POLLING": "yes",
+        "KCAP_OUTPUT_DIR": str(tmp_path / "out"),
+    }
+    settings = Settings.build(env, batch_size=32, threshold=None)
+    assert settings.threshold == 20.5  # flag None falls through to the environment
+    assert settings.batch_size == 32  # a given flag wins
+    assert settings.polling is True
+    assert settings.output_dir == (tmp_path / "out").resolve()
+    assert settings.errors_dir == (tmp_path / "errors").resolve()
+
+
+def test_scoring_only_with_a_clip_failed_folder(tmp_path: Path) -> None:
+    assert not Settings.build({}, output_dir=tmp_path).score_enabled
+    assert Settings.build({}, output_dir=tmp_path, clip_failed_dir=tmp_path / "f").score_enabled
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KCAP_BATCH_SIZE": "many"}, "KCAP_BATCH_SIZE='many' is not a valid int"),
+        ({"KCAP_POLLING": "perhaps"}, "KCAP_POLLING='perhaps' is not a valid bool"),
+        ({"KCAP_DTYPE": "float8"}, "dtype must be one of"),
+        ({"KCAP_BATCH_SIZE": "0"}, "batch_size must be at least 1"),
+    ],
+)
+def test_bad_values_say_what_is_wrong(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.build(env)
+
+
+def test_to_env_round_trips(tmp_path: Path) -> None:
+    settings = Settings.build({}, input_dir=tmp_path / "in", output_dir=tmp_path / "out", polling=True)
+    assert Settings.build(settings.to_env()) == settings
+
+
+def test_password_is_masked_in_repr_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings.build({"KCAP_BROKER_URL": "rediss://kcap:s3cr3t@redis.example:6380/0"})
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings)
+    assert "rediss://kcap:***@redis.example:6380/0" in repr(settings)
+    assert settings.masked_broker_url == "rediss://kcap:***@redis.example:6380/0"
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "connecting to %s", (settings.broker_url,), None)
+    _RedactingFilter().filter(record)
+    assert "s3cr3t" not in record.getMessage()
+    assert "***" in record.getMessage()
+
+
+def test_flower_password_never_in_repr() -> None:
+    settings = Settings.build({"KCAP_FLOWER_BASIC_AUTH": "admin:hunter2"})
+    assert "hunter2" not in repr(settings)
+    assert settings.flower_basic_auth == "admin:hunter2"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+        ("redis://user:pw@h/0 and amqp://g:g@x//", "redis://user:***@h/0 and amqp://g:***@x//"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_mask_url_passwords(text: str, masked: str) -> None:
+    assert mask_url_passwords(text) == masked

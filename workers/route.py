@@ -1,0 +1,201 @@
+"""Filing a result into storage: output, clip-failed or errors, exactly once.
+
+Write order makes a crash at any point safe to redo: the image first, then the caption,
+then the record (`.json` or `.error.json`), which marks the job done. A redelivered result
+finds its own record and stops; a half-finished one is completed. Moving the input away
+(move mode) is the very last step, after the record is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from shared.errors import UnsafePathError
+from shared.messages import Result
+from shared.naming import (
+    CAPTION_EXT,
+    Placement,
+    candidate_error_placements,
+    candidate_placements,
+    inside,
+    safe_relpath,
+)
+from shared.records import read_json
+from shared.settings import Settings
+from workers.storage import atomic_copy, atomic_write_bytes, atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+OUTPUT, CLIP_FAILED, ERRORS = "output", "clip_failed", "errors"
+
+
+@dataclass(frozen=True)
+class Routed:
+    outcome: str  # output | clip_failed | errors | skipped
+    placement: Placement | None
+    newly_placed: bool
+    note: str = ""
+
+
+class Router:
+    """Places results under the configured roots and nowhere else."""
+
+    def __init__(self, settings: Settings) -> None:
+        input_dir, output_dir = settings.require_folders()
+        assert settings.errors_dir is not None  # derived from output_dir when unset
+        self.settings = settings
+        self.input_dir = input_dir
+        self.roots = {OUTPUT: output_dir, ERRORS: settings.errors_dir}
+        if settings.clip_failed_dir is not None:
+            self.roots[CLIP_FAILED] = settings.clip_failed_dir
+        self.host = socket.gethostname()
+
+    def outcome_for(self, result: Result) -> str:
+        if not result.ok:
+            return ERRORS
+        if not self.settings.score_enabled or result.score is None:
+            return OUTPUT
+        return OUTPUT if result.score >= self.settings.threshold else CLIP_FAILED
+
+    def route(self, result: Result) -> Routed:
+        """File one result. Raises UnsafePathError for a path that leaves the roots."""
+        rel = safe_relpath(result.rel_path)
+        source = inside(self.input_dir, result.rel_path)
+        outcome = self.outcome_for(result)
+        dest_dir = self._dest_dir(outcome, rel)
+        if outcome == ERRORS:
+            candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
+        else:
+            candidates = candidate_placements(
+                dest_dir, rel.name, result.content_sha256, result.job_id, caption_ext=CAPTION_EXT
+            )
+        placement, finished = self._choose(candidates, result)
+        if finished:
+            return Routed(outcome, placement, newly_placed=False, note="already routed")
+        if not self._place_image(source, placement.image, result, outcome):
+            return Routed("skipped", None, newly_placed=False, note="input vanished or changed")
+        if outcome == ERRORS:
+            atomic_write_json(placement.record, self._error_record(result, placement))
+        else:
+            atomic_write_bytes(placement.caption, (result.caption + "\n").encode("utf-8"))
+            atomic_write_json(placement.record, self._record(result, placement, outcome))
+        if self.settings.input_mode == "move":
+            self._remove_source(source, result)
+        return Routed(outcome, placement, newly_placed=True)
+
+    # -- choosing ------------------------------------------------------------
+    def _dest_dir(self, outcome: str, rel: PurePosixPath) -> Path:
+        root = self.roots[outcome]
+        if rel.parent == PurePosixPath("."):
+            return root
+        return inside(root, str(rel.parent / "x")).parent
+
+    def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, bool]:
+        """The first placement that is ours or free; (placement, already finished)."""
+        for placement in candidates:
+            record = read_json(placement.record)
+            if record is not None:
+                if record.get("job_id") == result.job_id:
+                    return placement, True
+                continue  # another job's: never overwrite
+            if placement.image.exists() and not self._is_same_content(placement.image, result):
+                continue
+            return placement, False
+        raise RuntimeError(f"job {result.job_id}: every candidate name is taken by another job")
+
+    @staticmethod
+    def _is_same_content(path: Path, result: Result) -> bool:
+        try:
+            return sha256_file(path) == result.content_sha256
+        except OSError:
+            return False
+
+    # -- placing -------------------------------------------------------------
+    def _place_image(self, source: Path, target: Path, result: Result, outcome: str) -> bool:
+        """Copy the input into place. False when there is nothing (right) to place."""
+        if target.exists() and self._is_same_content(target, result):
+            return True  # a crash after the copy: the image is already in place
+        if source.is_symlink() and not self.settings.follow_symlinks:
+            if outcome == ERRORS:
+                return True  # a refused link: the reason is recorded, the link is left alone
+            log.warning("job %s: %s is a symlink and links are not followed", result.job_id, source)
+            return False
+        try:
+            copied = atomic_copy(source, target)
+        except FileNotFoundError:
+            if outcome == ERRORS:
+                return True  # record the reason even though the file is gone
+            log.warning("job %s: input %s vanished before it was placed", result.job_id, result.rel_path)
+            return False
+        if copied != result.content_sha256:
+            # The file was replaced after it was read; its new content has its own job.
+            log.warning(
+                "job %s: input %s changed since it was read; leaving it to its new job",
+                result.job_id,
+                result.rel_path,
+            )
+            _set_aside(target)
+            return False
+        return True
+
+    def _remove_source(self, source: Path, result: Result) -> None:
+        try:
+            if sha256_file(source) == result.content_sha256:
+                os.unlink(source)  # move mode: the verified copy and its record are on disk
+        except FileNotFoundError:
+            pass
+
+    # -- records -------------------------------------------------------------
+    def _record(self, result: Result, placement: Placement, outcome: str) -> dict[str, Any]:
+        return {
+            "job_id": result.job_id,
+            "source": result.rel_path,
+            "image": placement.image.name,
+            "caption": result.caption,
+            "entities": result.entities,
+            "clip_score": result.score,
+            "clipscore": result.clipscore,
+            "clip_chunks": result.chunks,
+            "threshold": self.settings.threshold if self.settings.score_enabled else None,
+            "outcome": outcome,
+            "caption_model": result.caption_model,
+            "clip_model": result.clip_model if result.score is not None else None,
+            "prompt": result.prompt,
+            "width": result.width,
+            "height": result.height,
+            "content_sha256": result.content_sha256,
+            "timings": result.timings,
+            "worker": result.worker,
+            "router": self.host,
+            "enqueued_at": result.enqueued_at,
+            "routed_at": time.time(),
+        }
+
+    def _error_record(self, result: Result, placement: Placement) -> dict[str, Any]:
+        return {
+            "job_id": result.job_id,
+            "source": result.rel_path,
+            "image": placement.image.name if placement.image.exists() else None,
+            "reason": result.error_reason,
+            "error_class": result.error_class,
+            "content_sha256": result.content_sha256,
+            "worker": result.worker,
+            "router": self.host,
+            "time": time.time(),
+        }
+
+
+def _set_aside(target: Path) -> None:
+    """A copy that turned out to hold other bytes is renamed away, never silently kept or lost."""
+    with contextlib.suppress(OSError):
+        os.replace(target, target.with_name(f".kcap-stale-{int(time.time())}-{target.name}"))
+
+
+__all__ = ["CLIP_FAILED", "ERRORS", "OUTPUT", "Routed", "Router", "UnsafePathError"]

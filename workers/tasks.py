@@ -1,0 +1,148 @@
+"""The two Celery tasks: `kcap.caption` (GPU side) and `kcap.route` (storage side).
+
+Tasks are registered on an app built from settings, so one process can hold either side.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from celery import Celery, Task
+
+from shared.celery_app import CAPTION_TASK, ROUTE_TASK
+from shared.errors import BadImageError, DecodeError, UnsafePathError
+from shared.inflight import InFlight
+from shared.messages import CaptionOptions, Job, Result
+from shared.settings import Settings
+from workers.batcher import Batcher
+from workers.engine import Captioned, Engine, Prepared
+from workers.route import Router
+
+log = logging.getLogger(__name__)
+
+CAPTION_RETRIES = 3
+
+
+def error_result(job: Job, exc: BaseException, *, worker: str) -> Result:
+    return Result(
+        job_id=job.job_id,
+        rel_path=job.rel_path,
+        content_sha256=job.content_sha256,
+        ok=False,
+        error_reason=str(exc) or type(exc).__name__,
+        error_class=type(exc).__name__,
+        worker=worker,
+        enqueued_at=job.enqueued_at,
+    )
+
+
+def register_caption_task(
+    app: Celery, engine: Engine, batcher: Batcher[CaptionOptions, Prepared, Captioned], *, worker: str
+) -> Task:
+    """`kcap.caption`: decode, wait for the batch, send the result to the job's route queue."""
+
+    @app.task(name=CAPTION_TASK, bind=True, max_retries=CAPTION_RETRIES)
+    def caption(self: Task, job_data: dict[str, Any], reply_queue: str) -> None:
+        try:
+            job = Job.from_dict(job_data)
+        except DecodeError as exc:
+            log.error("dropping a caption message that is not a job: %s (payload %.200r)", exc, exc.payload)
+            return
+        received = time.time()
+        try:
+            prepared = engine.prepare(job)
+        except (BadImageError, DecodeError) as exc:
+            log.warning("job %s (%s): unreadable image: %s", job.job_id, job.rel_path, exc)
+            _send(app, error_result(job, exc, worker=worker), reply_queue)
+            return
+        future: Future[Captioned] = batcher.submit(job.options, prepared)
+        try:
+            done = future.result()
+        except Exception as exc:
+            attempt = self.request.retries + 1
+            if attempt > CAPTION_RETRIES:
+                log.error("job %s: giving up after %d attempts: %r", job.job_id, attempt, exc)
+                _send(app, error_result(job, exc, worker=worker), reply_queue)
+                return
+            log.warning("job %s: attempt %d failed (%r); retrying", job.job_id, attempt, exc)
+            raise self.retry(exc=exc, countdown=2**attempt) from exc
+        result = Result(
+            job_id=job.job_id,
+            rel_path=job.rel_path,
+            content_sha256=job.content_sha256,
+            ok=True,
+            caption=done.text,
+            entities=[e.to_dict() for e in done.entities],
+            score=done.score,
+            clipscore=done.clipscore,
+            chunks=done.chunks,
+            caption_model=engine.captioner.source,
+            clip_model=engine.scorer_source if done.score is not None else "",
+            prompt=job.prompt,
+            width=prepared.width,
+            height=prepared.height,
+            timings={
+                **done.timings,
+                "queue_s": round(received - job.enqueued_at, 4),
+                "worker_s": round(time.time() - received, 4),
+            },
+            worker=worker,
+            enqueued_at=job.enqueued_at,
+        )
+        _send(app, result, reply_queue)
+
+    return caption
+
+
+def _send(app: Celery, result: Result, reply_queue: str) -> None:
+    app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=reply_queue)
+
+
+def register_route_task(app: Celery, settings: Settings) -> Task:
+    """`kcap.route`: place the image and its sidecars; retried with back-off on I/O errors."""
+    router = Router(settings)
+    inflight = InFlight.connect(settings)
+
+    @app.task(name=ROUTE_TASK, bind=True, max_retries=None)
+    def route(self: Task, result_data: dict[str, Any]) -> str:
+        try:
+            result = Result.from_dict(result_data)
+        except DecodeError as exc:
+            log.error("dropping a route message that is not a result: %s (payload %.200r)", exc, exc.payload)
+            return "rejected"
+        try:
+            routed = router.route(result)
+        except UnsafePathError as exc:
+            log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
+            inflight.discard(result.job_id)
+            return "rejected"
+        except OSError as exc:
+            attempt = self.request.retries + 1
+            delay = min(300, 2 ** min(attempt, 8))
+            log.error(
+                "job %s: cannot write its files (%s: %s); attempt %d, retrying in %ds; "
+                "the input stays untouched",
+                result.job_id,
+                type(exc).__name__,
+                exc,
+                attempt,
+                delay,
+            )
+            raise self.retry(exc=exc, countdown=delay) from exc
+        if routed.newly_placed:
+            inflight.record_outcome(result.job_id, routed.outcome)
+            log.info("job %s: %s -> %s", result.job_id, result.rel_path, routed.outcome)
+        else:
+            inflight.discard(result.job_id)
+            log.info("job %s: %s (%s)", result.job_id, result.rel_path, routed.note)
+        return routed.outcome
+
+    return route
+
+
+def worker_name(prefix: str) -> str:
+    return f"{prefix}@{socket.gethostname()}"
