@@ -63,9 +63,7 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def make_settings(
-    folders: dict[str, Path], tiny_models: tuple[Path, Path]
-) -> Callable[..., Settings]:
+def make_settings(folders: dict[str, Path], tiny_models: tuple[Path, Path]) -> Callable[..., Settings]:
     kosmos, clip = tiny_models
 
     def make(**overrides: object) -> Settings:
@@ -104,20 +102,22 @@ class Processes:
     ) -> subprocess.Popen[bytes]:
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO), **(extra_env or {})}
         env.setdefault("KCAP_LOG_LEVEL", "INFO")
-        log = (self.log_dir / f"proc-{len(self.started)}-{args[0]}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", *args],
-            env=env,
-            cwd=cwd or REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with (self.log_dir / f"proc-{len(self.started)}-{args[0]}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli.main", *args],
+                env=env,
+                cwd=cwd or REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.started.append(process)
         return process
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("proc-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("proc-*.log"))
+        )
 
     def stop_all(self) -> None:
         for process in self.started:
@@ -155,7 +155,9 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"threads leaked: {leaked}"
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout_s: float, what: str, logs: Callable[[], str] | None = None) -> None:
+def wait_for(
+    predicate: Callable[[], bool], *, timeout_s: float, what: str, logs: Callable[[], str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

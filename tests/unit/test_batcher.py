@@ -8,7 +8,9 @@ import pytest
 from workers.batcher import Batcher
 
 
-def _echo_batcher(calls: list[tuple[str, list[int]]], *, max_size: int, max_wait_s: float) -> Batcher[str, int, int]:
+def _echo_batcher(
+    calls: list[tuple[str, list[int]]], *, max_size: int, max_wait_s: float
+) -> Batcher[str, int, int]:
     def run(key: str, items: list[int]) -> list[int]:
         calls.append((key, list(items)))
         return [i * 10 for i in items]

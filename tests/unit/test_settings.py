@@ -67,7 +67,9 @@ def test_password_is_masked_in_repr_and_logs(caplog: pytest.LogCaptureFixture) -
     assert "s3cr3t" not in str(settings)
     assert "rediss://kcap:***@redis.example:6380/0" in repr(settings)
     assert settings.masked_broker_url == "rediss://kcap:***@redis.example:6380/0"
-    record = logging.LogRecord("t", logging.INFO, __file__, 1, "connecting to %s", (settings.broker_url,), None)
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "connecting to %s", (settings.broker_url,), None
+    )
     _RedactingFilter().filter(record)
     assert "s3cr3t" not in record.getMessage()
     assert "***" in record.getMessage()

@@ -1,0 +1,54 @@
+"""Helpers for integration tests: dropping images, reading back where they landed."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from shared.settings import Settings
+
+
+def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def write_slowly(path: Path, data: bytes, *, chunks: int = 5, pause_s: float = 0.25) -> None:
+    """A copy in progress: the file grows in chunks, so only a stability gate saves it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    step = max(1, len(data) // chunks)
+    with path.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start : start + step])
+            handle.flush()
+            time.sleep(pause_s)
+
+
+def records(settings: Settings) -> dict[str, list[dict[str, object]]]:
+    """Every routed record, by root: output and clip_failed `.json`, errors `.error.json`."""
+    found: dict[str, list[dict[str, object]]] = {"output": [], "clip_failed": [], "errors": []}
+    roots = {
+        "output": settings.output_dir,
+        "clip_failed": settings.clip_failed_dir,
+        "errors": settings.errors_dir,
+    }
+    for name, root in roots.items():
+        if root is None or not root.exists():
+            continue
+        pattern = "*.error.json" if name == "errors" else "*.json"
+        for path in sorted(root.rglob(pattern)):
+            if path.name.startswith(".") or (name != "errors" and path.name.endswith(".error.json")):
+                continue
+            data = json.loads(path.read_text())
+            data["_path"] = str(path)
+            found[name].append(data)
+    return found
+
+
+def routed_sources(settings: Settings) -> list[str]:
+    return sorted(str(r["source"]) for group in records(settings).values() for r in group)
