@@ -43,20 +43,32 @@ class Enqueuer:
         try:
             stat = os.stat(path)
             refusal = self._refusal(path, stat.st_size)
-            data = b"" if refusal else path.read_bytes()
+            data = b"" if refusal else _read_capped(path, self.settings.max_file_bytes)
+            if data is None:  # grew past the cap after the stat
+                refusal = self._size_refusal(self.settings.max_file_bytes + 1)
+                data = b""
+            # A refused link is never read (its target is left alone); any other refused file
+            # is hashed as it is, so the router's copy into errors can verify it.
+            sha = hashlib.sha256(data).hexdigest() if not refusal else self._refused_hash(path, rel_path)
         except FileNotFoundError:
             log.info("%s vanished before it was read; nothing to do", rel_path)
             return Enqueued("vanished")
         except OSError as exc:
             refusal = f"cannot read the file: {exc}"
             data = b""
-        sha = hashlib.sha256(data).hexdigest() if not refusal else _identity_hash(rel_path, path)
+            sha = _identity_hash(rel_path, path)
         job_id = job_id_for(rel_path, sha)
+        # A cheap early look, so that a restart over a done backlog never waits for room.
         if find_done(self.settings, rel_path, sha, job_id) is not None:
             return Enqueued("done", job_id)
         self._wait_for_room()
         if not self.inflight.try_add(job_id):
             return Enqueued("in_flight", job_id)
+        # Claim, then look again: the route task writes the record before it frees the claim,
+        # so a job that finished while we waited for room is seen here and not sent twice.
+        if find_done(self.settings, rel_path, sha, job_id) is not None:
+            self.inflight.discard(job_id)
+            return Enqueued("done", job_id)
         if refusal:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
@@ -85,16 +97,31 @@ class Enqueuer:
         )
 
     def _refusal(self, path: Path, size: int) -> str:
-        if path.is_symlink() and not self.settings.follow_symlinks:
-            target = os.path.realpath(path)
-            if os.path.commonpath([target, os.path.realpath(self.root)]) != os.path.realpath(self.root):
-                return f"symlink to {target}, outside the input folder (pass --follow-symlinks to allow)"
-        if size > self.settings.max_file_bytes:
+        if self._links_outside(path):
             return (
-                f"file is {size} bytes, over the cap of {self.settings.max_file_bytes} "
-                "(raise KCAP_MAX_FILE_BYTES to accept it)"
+                f"symlink to {os.path.realpath(path)}, outside the input folder "
+                "(pass --follow-symlinks or set KCAP_FOLLOW_SYMLINKS=1 to allow)"
             )
+        if size > self.settings.max_file_bytes:
+            return self._size_refusal(size)
         return ""
+
+    def _links_outside(self, path: Path) -> bool:
+        if self.settings.follow_symlinks or not path.is_symlink():
+            return False
+        real_root = os.path.realpath(self.root)
+        return os.path.commonpath([os.path.realpath(path), real_root]) != real_root
+
+    def _size_refusal(self, size: int) -> str:
+        return (
+            f"file is {size} bytes, over the cap of {self.settings.max_file_bytes} "
+            "(raise KCAP_MAX_FILE_BYTES to accept it)"
+        )
+
+    def _refused_hash(self, path: Path, rel_path: str) -> str:
+        if self._links_outside(path):
+            return _identity_hash(rel_path, path)
+        return _sha256_file(path)
 
     def _send_refusal(self, job_id: str, rel_path: str, sha: str, reason: str) -> None:
         result = Result(
@@ -115,6 +142,22 @@ class Enqueuer:
         while self.inflight.size() >= self.settings.max_in_flight:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _read_capped(path: Path, cap: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than cap (it may grow after a stat)."""
+    with path.open("rb") as handle:
+        data = handle.read(cap + 1)
+    return None if len(data) > cap else data
+
+
+def _sha256_file(path: Path) -> str:
+    """Hash a file too large to hold in memory, a block at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _identity_hash(rel_path: str, path: Path) -> str:

@@ -8,7 +8,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from producer.enqueue import Enqueuer
 from producer.scan import InputFilter
@@ -21,6 +23,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.1
+_BROKER_RETRY_S = 1.0
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OperationalError, OSError)
 
 
 class Producer:
@@ -63,7 +67,20 @@ class Producer:
             rel = self.filter.relative(path)
             if rel is None:
                 continue
-            outcome = self.enqueuer.offer(path, rel)
+            try:
+                outcome = self.enqueuer.offer(path, rel)
+            except _BROKER_ERRORS as exc:
+                # Redis is restarting or unreachable: keep the file for the next round.
+                log.warning(
+                    "cannot enqueue %s (%s: %s); retrying in %.0fs",
+                    rel,
+                    type(exc).__name__,
+                    exc,
+                    _BROKER_RETRY_S,
+                )
+                self.gate.touch(path)
+                self._stop.wait(_BROKER_RETRY_S)
+                continue
             self.stats[outcome.status] += 1
             if outcome.status == "queued":
                 log.debug("queued %s as %s", rel, outcome.job_id)
@@ -87,7 +104,8 @@ class Producer:
             while not self._stop.is_set():
                 self.pump()
                 if time.monotonic() >= next_reconcile:
-                    # Catches what events missed (network filesystems, a full inotify queue).
+                    # Catches what events missed (network filesystems, a full inotify queue),
+                    # and jobs lost with a Redis that kept nothing on disk.
                     self.scan()
                     next_reconcile = time.monotonic() + self.settings.reconcile_every_s
                 self._stop.wait(_TICK_S)
@@ -101,8 +119,13 @@ class Producer:
         while len(self.gate) and not self._stop.is_set():
             self.pump()
             self._stop.wait(_TICK_S)
-        while self.inflight.size() and not self._stop.is_set():
-            if callable(on_progress):
-                on_progress()
+        while not self._stop.is_set():
+            try:
+                if not self.inflight.size():
+                    break
+                if callable(on_progress):
+                    on_progress()
+            except _BROKER_ERRORS as exc:
+                log.warning("waiting for Redis (%s)", exc)
             self._stop.wait(0.2)
         return self.stats

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class StabilityGate:
             try:
                 stat = os.stat(path)
             except OSError:
+                log.info("%s vanished before it was read; nothing to do", path)
                 with self._lock:
                     self._seen.pop(path, None)
                 continue

@@ -38,11 +38,27 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # The thread pool cannot cancel a running task. After a lost connection a running job
+        # finishes, its ack is lost with the old channel, and Redis redelivers it after the
+        # visibility timeout; the route task's idempotence makes that harmless.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
+            # kombu scans for expired unacked messages every interval x throttle seconds
+            # (100 s by default); scan often enough that a killed worker's jobs come back
+            # soon after the visibility timeout, not minutes later.
+            "unacked_restore_interval": restore_interval_s(settings),
+            "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
+        # Publishing waits out a Redis restart (about 20 s) instead of failing the job.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 20,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
         "broker_connection_max_retries": None,
         "broker_channel_error_retry": True,
         # Events let Flower show every task and worker live.
@@ -57,6 +73,10 @@ def _config(settings: Settings) -> dict[str, Any]:
         },
         "task_create_missing_queues": True,
     }
+
+
+def restore_interval_s(settings: Settings) -> int:
+    return max(1, min(10, settings.visibility_timeout_s // 4))
 
 
 def raise_missing_broker() -> None:

@@ -5,12 +5,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from shared.errors import DecodeError
 
 T = TypeVar("T", bound="_Message")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_JOB_ID = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _check_ids(message: object, job_id: str, content_sha256: str) -> None:
+    """Ids end up in file names: anything but lowercase hex is refused, never used."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise DecodeError(f"{type(message).__name__}: job_id must be lowercase hex", payload=job_id)
+    if not isinstance(content_sha256, str) or not _HEX64.fullmatch(content_sha256):
+        raise DecodeError(
+            f"{type(message).__name__}: content_sha256 must be 64 lowercase hex digits",
+            payload=content_sha256,
+        )
+
 
 SCHEMA_VERSION = 1
 
@@ -44,6 +60,8 @@ class _Message:
             raise DecodeError(f"{cls.__name__}: unknown fields {sorted(unknown)}", payload=data)
         try:
             return cls(**body)
+        except DecodeError as exc:
+            raise DecodeError(str(exc), payload=data) from exc
         except TypeError as exc:
             raise DecodeError(f"{cls.__name__}: {exc}", payload=data) from exc
 
@@ -81,6 +99,9 @@ class Job(_Message):
     max_new_tokens: int
     score: bool
     enqueued_at: float
+
+    def __post_init__(self) -> None:
+        _check_ids(self, self.job_id, self.content_sha256)
 
     @property
     def options(self) -> CaptionOptions:
@@ -134,3 +155,6 @@ class Result(_Message):
     error_reason: str = ""
     error_class: str = ""
     enqueued_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_ids(self, self.job_id, self.content_sha256)

@@ -114,10 +114,13 @@ class Processes:
         self.started.append(process)
         return process
 
-    def logs(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("proc-*.log"))
-        )
+    def logs(self, *, tail_chars: int | None = None) -> str:
+        """Every process's output; only the last tail_chars of each when given."""
+        texts = [p.read_text(errors="replace") for p in sorted(self.log_dir.glob("proc-*.log"))]
+        return "\n".join(t[-tail_chars:] if tail_chars else t for t in texts)
+
+    def tail(self) -> str:
+        return self.logs(tail_chars=4000)
 
     def stop_all(self) -> None:
         for process in self.started:

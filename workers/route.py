@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -56,6 +57,9 @@ class Router:
         if settings.clip_failed_dir is not None:
             self.roots[CLIP_FAILED] = settings.clip_failed_dir
         self.host = socket.gethostname()
+        # The route worker runs several threads: choosing a free name and taking it must be
+        # one step, or a.jpg and a.png routed at once would both take the stem "a".
+        self._placing = threading.Lock()
 
     def outcome_for(self, result: Result) -> str:
         if not result.ok:
@@ -76,16 +80,17 @@ class Router:
             candidates = candidate_placements(
                 dest_dir, rel.name, result.content_sha256, result.job_id, caption_ext=CAPTION_EXT
             )
-        placement, finished = self._choose(candidates, result)
-        if finished:
-            return Routed(outcome, placement, newly_placed=False, note="already routed")
-        if not self._place_image(source, placement.image, result, outcome):
-            return Routed("skipped", None, newly_placed=False, note="input vanished or changed")
-        if outcome == ERRORS:
-            atomic_write_json(placement.record, self._error_record(result, placement))
-        else:
-            atomic_write_bytes(placement.caption, (result.caption + "\n").encode("utf-8"))
-            atomic_write_json(placement.record, self._record(result, placement, outcome))
+        with self._placing:
+            placement, finished = self._choose(candidates, result)
+            if finished:
+                return Routed(outcome, placement, newly_placed=False, note="already routed")
+            if not self._place_image(source, placement.image, result, outcome):
+                return Routed("skipped", None, newly_placed=False, note="input vanished or changed")
+            if outcome == ERRORS:
+                atomic_write_json(placement.record, self._error_record(result, placement))
+            else:
+                atomic_write_bytes(placement.caption, (result.caption + "\n").encode("utf-8"))
+                atomic_write_json(placement.record, self._record(result, placement, outcome))
         if self.settings.input_mode == "move":
             self._remove_source(source, result)
         return Routed(outcome, placement, newly_placed=True)
@@ -122,18 +127,27 @@ class Router:
         """Copy the input into place. False when there is nothing (right) to place."""
         if target.exists() and self._is_same_content(target, result):
             return True  # a crash after the copy: the image is already in place
-        if source.is_symlink() and not self.settings.follow_symlinks:
+        if self._links_outside(source):
             if outcome == ERRORS:
                 return True  # a refused link: the reason is recorded, the link is left alone
-            log.warning("job %s: %s is a symlink and links are not followed", result.job_id, source)
+            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
             return False
         try:
-            copied = atomic_copy(source, target)
-        except FileNotFoundError:
+            reader = source.open("rb")
+        except OSError as exc:
             if outcome == ERRORS:
-                return True  # record the reason even though the file is gone
-            log.warning("job %s: input %s vanished before it was placed", result.job_id, result.rel_path)
+                return True  # the reason is recorded even though the input cannot be read
+            log.warning(
+                "job %s: input %s cannot be read now (%s); a later scan takes it up again",
+                result.job_id,
+                result.rel_path,
+                exc,
+            )
             return False
+        with reader:
+            # Errors from here on are on the destination side (disk full, read-only): the
+            # route task retries them later.
+            copied = atomic_copy(reader, target)
         if copied != result.content_sha256:
             # The file was replaced after it was read; its new content has its own job.
             log.warning(
@@ -144,6 +158,12 @@ class Router:
             _set_aside(target)
             return False
         return True
+
+    def _links_outside(self, source: Path) -> bool:
+        if self.settings.follow_symlinks or not source.is_symlink():
+            return False
+        real_root = os.path.realpath(self.input_dir)
+        return os.path.commonpath([os.path.realpath(source), real_root]) != real_root
 
     def _remove_source(self, source: Path, result: Result) -> None:
         try:

@@ -7,7 +7,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from shared.naming import TEMP_PREFIX
 
@@ -36,13 +36,13 @@ def atomic_write_json(target: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def atomic_copy(source: Path, target: Path) -> str:
-    """Copy source to target atomically; returns the sha256 of the bytes copied."""
+def atomic_copy(reader: BinaryIO, target: Path) -> str:
+    """Copy an open source into target atomically; returns the sha256 of the bytes copied."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(target)
     digest = hashlib.sha256()
     try:
-        with source.open("rb") as reader, temp.open("xb") as writer:
+        with temp.open("xb") as writer:
             while block := reader.read(_CHUNK):
                 digest.update(block)
                 writer.write(block)

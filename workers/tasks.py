@@ -11,6 +11,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+import redis
 from celery import Celery, Task
 
 from shared.celery_app import CAPTION_TASK, ROUTE_TASK
@@ -57,6 +58,11 @@ def register_caption_task(
             prepared = engine.prepare(job)
         except (BadImageError, DecodeError) as exc:
             log.warning("job %s (%s): unreadable image: %s", job.job_id, job.rel_path, exc)
+            _send(app, error_result(job, exc, worker=worker), reply_queue)
+            return
+        except Exception as exc:
+            # Preprocessing failed on an image that decoded: it still gets an outcome.
+            log.exception("job %s (%s): preprocessing failed", job.job_id, job.rel_path)
             _send(app, error_result(job, exc, worker=worker), reply_queue)
             return
         future: Future[Captioned] = batcher.submit(job.options, prepared)
@@ -122,7 +128,9 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
             return "rejected"
         except OSError as exc:
             attempt = self.request.retries + 1
-            delay = min(300, 2 ** min(attempt, 8))
+            # A delayed retry waits unacknowledged in the worker; it must come due well
+            # within the visibility timeout, or Redis would hand it out a second time.
+            delay = max(1, min(2 ** min(attempt, 8), settings.visibility_timeout_s // 2))
             log.error(
                 "job %s: cannot write its files (%s: %s); attempt %d, retrying in %ds; "
                 "the input stays untouched",
@@ -133,12 +141,28 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
                 delay,
             )
             raise self.retry(exc=exc, countdown=delay) from exc
-        if routed.newly_placed:
-            inflight.record_outcome(result.job_id, routed.outcome)
-            log.info("job %s: %s -> %s", result.job_id, result.rel_path, routed.outcome)
-        else:
-            inflight.discard(result.job_id)
-            log.info("job %s: %s (%s)", result.job_id, result.rel_path, routed.note)
+        try:
+            if routed.newly_placed:
+                inflight.record_outcome(result.job_id, routed.outcome)
+            else:
+                inflight.discard(result.job_id)
+        except redis.exceptions.RedisError as exc:
+            # The files are placed; a redelivery finds them and frees the in-flight slot.
+            attempt = self.request.retries + 1
+            log.warning(
+                "job %s: placed, but Redis is unreachable (%s); attempt %d, retrying",
+                result.job_id,
+                exc,
+                attempt,
+            )
+            raise self.retry(exc=exc, countdown=2) from exc
+        log.info(
+            "job %s: %s -> %s%s",
+            result.job_id,
+            result.rel_path,
+            routed.outcome,
+            "" if routed.newly_placed else f" ({routed.note})",
+        )
         return routed.outcome
 
     return route

@@ -39,7 +39,7 @@ def test_dropped_images_are_each_routed_once_with_caption_and_record(
     expected.append("slow/slow.jpg")
     slow.join()
 
-    wait_for(lambda: len(routed_sources(settings)) >= 20, timeout_s=120, what="20 routed", logs=procs.logs)
+    wait_for(lambda: len(routed_sources(settings)) >= 20, timeout_s=120, what="20 routed", logs=procs.tail)
     assert routed_sources(settings) == sorted(expected)  # each exactly once
     found = records(settings)
     assert len(found["output"]) == 20 and not found["clip_failed"] and not found["errors"]

@@ -10,7 +10,7 @@ from shared.messages import Job, Result
 
 def _job(**changes: object) -> Job:
     values: dict[str, object] = {
-        "job_id": "j1",
+        "job_id": "0123abcd",
         "rel_path": "sub/a.jpg",
         "content_sha256": "ab" * 32,
         "size": 3,
@@ -50,3 +50,10 @@ def test_decode_errors_carry_the_raw_payload() -> None:
 def test_image_bytes_must_be_base64() -> None:
     with pytest.raises(DecodeError, match="not base64"):
         _job(image_b64="***").image_bytes()
+
+
+def test_ids_that_could_steer_a_file_name_are_refused() -> None:
+    # Ids become parts of file names (the collision rule), so only lowercase hex is allowed.
+    for changes in ({"content_sha256": "/../../z" + "0" * 56}, {"job_id": "../x"}, {"job_id": "ABCDEF12"}):
+        with pytest.raises(DecodeError, match="lowercase hex"):
+            Job.from_dict({**_job().to_dict(), **changes})

@@ -115,7 +115,9 @@ def test_unreadable_input_goes_to_errors_with_a_reason(roots: Settings) -> None:
 
 @pytest.mark.parametrize("rel", ["../escape.jpg", "/abs/x.jpg", "a/\0.jpg", "a/../../x.jpg"])
 def test_paths_outside_the_roots_are_refused(roots: Settings, rel: str) -> None:
-    result = Result(job_id="j", rel_path=rel, content_sha256="0" * 64, ok=True, caption="c", score=99.0)
+    result = Result(
+        job_id="deadbeef", rel_path=rel, content_sha256="0" * 64, ok=True, caption="c", score=99.0
+    )
     with pytest.raises(UnsafePathError):
         Router(roots).route(result)
     assert not any(roots.output_dir.parent.glob("escape*"))  # type: ignore[union-attr]
