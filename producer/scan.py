@@ -69,9 +69,17 @@ def find_done(settings: Settings, rel_path: str, content_sha256: str, job_id: st
     for root in (settings.output_dir, settings.clip_failed_dir):
         if root is None:
             continue
-        for placement in candidate_placements(root.joinpath(*parent_parts), name, content_sha256, job_id):
+        placements = candidate_placements(
+            root.joinpath(*parent_parts), name, content_sha256, job_id, caption_ext=settings.caption_ext
+        )
+        for placement in placements:
             if record_job_id(placement.record) == job_id:
                 return placement.record
+        first = placements[0]
+        if settings.existing == "skip" and first.caption.exists() and not first.record.exists():
+            # A caption kcap did not write (the original script's output, or a hand-made
+            # one): skipped, as the original script skipped images already captioned.
+            return first.caption
     if settings.errors_dir is not None:
         errors = settings.errors_dir.joinpath(*parent_parts)
         for placement in candidate_error_placements(errors, name, content_sha256, job_id):

@@ -76,12 +76,17 @@ class _Message:
 
 @dataclass(frozen=True)
 class CaptionOptions(_Message):
-    """What the storage host asks the GPU side to do; jobs with equal options batch together."""
+    """How to caption; jobs with equal options batch together (they share the prompt)."""
 
     kind: ClassVar[str] = "caption_options"
     prompt: str
     max_new_tokens: int
     score: bool
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    strip_openings: tuple[str, ...] = ()
+    trim_partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,17 +100,34 @@ class Job(_Message):
     size: int
     mtime: float
     image_b64: str
-    prompt: str
+    prompts: list[str]  # several: each is captioned and scored, the best score routes
     max_new_tokens: int
     score: bool
     enqueued_at: float
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    strip_openings: list[str] = field(default_factory=list)
+    trim_partial: bool = False
 
     def __post_init__(self) -> None:
         _check_ids(self, self.job_id, self.content_sha256)
 
-    @property
-    def options(self) -> CaptionOptions:
-        return CaptionOptions(prompt=self.prompt, max_new_tokens=self.max_new_tokens, score=self.score)
+    def options(self) -> list[CaptionOptions]:
+        """One set of options per prompt, in the order given."""
+        return [
+            CaptionOptions(
+                prompt=prompt,
+                max_new_tokens=self.max_new_tokens,
+                score=self.score,
+                num_beams=self.num_beams,
+                repetition_penalty=self.repetition_penalty,
+                no_repeat_ngram_size=self.no_repeat_ngram_size,
+                strip_openings=tuple(self.strip_openings),
+                trim_partial=self.trim_partial,
+            )
+            for prompt in self.prompts
+        ]
 
     def image_bytes(self) -> bytes:
         try:
@@ -128,6 +150,8 @@ class Entity(_Message):
     end: int
     # Normalised (x0, y0, x1, y1) in [0, 1] of the (EXIF-upright) original image.
     boxes: list[list[float]] = field(default_factory=list)
+    # The same boxes in pixels of that image.
+    boxes_px: list[list[int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,9 @@ class Result(_Message):
     height: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     worker: str = ""
+    # Every prompt's caption when several were asked for: prompt, caption, entities, scores.
+    captions: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False  # the token limit cut the caption short
     # Only when ok is False.
     error_reason: str = ""
     error_class: str = ""

@@ -19,14 +19,22 @@ from shared.redaction import mask_url_passwords
 DEFAULT_CAPTION_MODEL = "microsoft/kosmos-2-patch14-224"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 # The original script's instruction prompt, kept verbatim.
-DEFAULT_PROMPT = (
+DEFAULT_PROMPT = (  # the "detailed" preset
     "Give a detailed description of this image, including any subject matter, "
     "style of art if any, and the context:"
+)
+
+# Openings that say nothing about the image; stripped from captions (| separates them).
+DEFAULT_STRIP_OPENINGS = (
+    "This image shows|This image features|This image depicts|This image is|The image shows|"
+    "The image features|The image depicts|The image is|This is an image of|This is a picture of|"
+    "In this image,|In the image,|This picture shows|The picture shows"
 )
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "input_mode": ("copy", "move"),
+    "existing": ("skip", "overwrite", "append", "prepend"),
 }
 
 
@@ -48,9 +56,21 @@ class Settings:
     # Models and captioning.
     caption_model: str = DEFAULT_CAPTION_MODEL
     clip_model: str = DEFAULT_CLIP_MODEL
-    prompt: str = DEFAULT_PROMPT
+    # A preset name (detailed, brief, grounded-detailed) or free text; several prompts are
+    # separated by newlines (the --prompt flag may be given more than once).
+    prompt: str = "detailed"
     max_new_tokens: int = 128
+    num_beams: int = 1  # 1: greedy, as in the original script
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    strip_openings: str = DEFAULT_STRIP_OPENINGS
+    trim_partial: bool = False  # cut a trailing sentence that the token limit cut short
     threshold: float = 15.0
+    # Dataset outputs.
+    caption_ext: str = ".txt"
+    caption_prefix: str = ""
+    caption_suffix: str = ""
+    existing: str = "skip"  # what to do with a caption file kcap did not write
     # Device side.
     gpus: str = "auto"  # auto | cpu | all | comma list of indices
     dtype: str = "auto"
@@ -73,6 +93,9 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
+    # Operations.
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    stop_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -83,6 +106,10 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.stable_after_s < 0:
             raise ConfigError("batch_wait_ms and stable_after_s cannot be negative")
+        if not self.caption_ext.startswith(".") or "/" in self.caption_ext or self.caption_ext == ".json":
+            raise ConfigError(f"caption_ext must look like .txt or .caption, not {self.caption_ext!r}")
+        if self.num_beams < 1 or self.no_repeat_ngram_size < 0 or self.repetition_penalty <= 0:
+            raise ConfigError("num_beams >= 1, no_repeat_ngram_size >= 0 and repetition_penalty > 0")
         if self.visibility_timeout_s < 1:
             raise ConfigError("visibility_timeout_s must be at least 1 second")
         for name in ("input_dir", "output_dir", "clip_failed_dir", "errors_dir", "state_dir"):
@@ -97,6 +124,17 @@ class Settings:
     def score_enabled(self) -> bool:
         """Scoring happens only when there is somewhere to send low scores."""
         return self.clip_failed_dir is not None
+
+    @property
+    def prompts(self) -> list[str]:
+        """The prompts, presets resolved; the first is the primary one."""
+        from shared.prompts import resolve_prompts
+
+        return resolve_prompts(self.prompt)
+
+    @property
+    def openings(self) -> list[str]:
+        return [o.strip() for o in self.strip_openings.split("|") if o.strip()]
 
     @property
     def caption_queue(self) -> str:

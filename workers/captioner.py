@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class Caption:
     text: str
     entities: list[Entity]
+    truncated: bool = False  # generation stopped at the token limit, not at end-of-text
 
 
 class Captioner:
@@ -73,8 +74,11 @@ class Captioner:
         prompt: str,
         max_new_tokens: int,
         min_new_tokens: int | None = None,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> torch.Tensor:
-        """Greedy generation for a batch; returns only the new token ids, on the CPU."""
+        """Generation for a batch (greedy by default); only the new token ids, on the CPU."""
         n = len(pixel_values)
         text = self._prompt_inputs(prompt)
         pixels = torch.stack(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
@@ -86,9 +90,13 @@ class Captioner:
             "image_embeds_position_mask": text["image_embeds_position_mask"].expand(n, -1).to(self.device),
             "max_new_tokens": max_new_tokens,
             "do_sample": False,
-            "num_beams": 1,
+            "num_beams": num_beams,
             "use_cache": True,
         }
+        if repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = repetition_penalty
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
         if min_new_tokens is not None:
             kwargs["min_new_tokens"] = min_new_tokens
         generated = self.model.generate(**kwargs)
@@ -101,18 +109,27 @@ class Captioner:
         return generated.cpu()
 
     # -- postprocess (plain data) -------------------------------------------
-    def postprocess(self, new_ids: torch.Tensor) -> list[Caption]:
+    def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
         """Text and grounded entities for each row of new token ids."""
         texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        return [self.parse(text) for text in texts]
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        captions = []
+        for row, text in zip(new_ids.tolist(), texts, strict=True):
+            # Cut short: the row is full and holds no end-of-text token.
+            full = bool(max_new_tokens) and len(row) >= (max_new_tokens or 0)
+            truncated = full and not (eos_ids & set(row))
+            caption = self.parse(text)
+            captions.append(Caption(caption.text, caption.entities, truncated=truncated))
+        return captions
 
     def parse(self, raw: str) -> Caption:
-        """One decoded generation (prompt already cut) to clean text and entities."""
+        """One decoded generation (prompt already cut) to text and entities."""
         text, entities = self.processor.post_process_generation(raw, cleanup_and_extract=True)
-        return clean_caption(text, entities)
+        return _to_caption(text, entities)
 
 
-def clean_caption(text: str, raw_entities: list[Any]) -> Caption:
+def _to_caption(text: str, raw_entities: list[Any]) -> Caption:
     """Strip surrounding space, shift entity spans to match, keep boxes as plain floats."""
     stripped = text.lstrip()
     shift = len(text) - len(stripped)
@@ -131,3 +148,20 @@ def clean_caption(text: str, raw_entities: list[Any]) -> Caption:
             )
         )
     return Caption(text=stripped, entities=entities)
+
+
+def with_pixel_boxes(entities: list[Entity], *, width: int, height: int) -> list[Entity]:
+    """The entities with their boxes also in pixels of the upright original image."""
+    return [
+        Entity(
+            phrase=e.phrase,
+            start=e.start,
+            end=e.end,
+            boxes=e.boxes,
+            boxes_px=[
+                [round(b[0] * width), round(b[1] * height), round(b[2] * width), round(b[3] * height)]
+                for b in e.boxes
+            ],
+        )
+        for e in entities
+    ]

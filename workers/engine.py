@@ -16,7 +16,8 @@ import torch
 
 from shared.messages import CaptionOptions, Entity, Job
 from shared.settings import Settings
-from workers.captioner import Captioner
+from workers.captioner import Caption, Captioner, with_pixel_boxes
+from workers.cleanup import clean_caption
 from workers.decode import decode_image
 from workers.device import is_out_of_memory, pick_device, pick_dtype
 from workers.scorer import Scorer
@@ -44,6 +45,20 @@ class Captioned:
     clipscore: float | None
     chunks: int
     timings: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+
+
+def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Caption:
+    """Cleanup (before scoring, so the score is of the caption kept) and pixel boxes."""
+    text, entities = clean_caption(
+        caption.text,
+        caption.entities,
+        openings=options.strip_openings,
+        trim_partial=options.trim_partial,
+        truncated=caption.truncated,
+    )
+    entities = with_pixel_boxes(entities, width=item.width, height=item.height)
+    return Caption(text=text, entities=entities, truncated=caption.truncated)
 
 
 class Engine:
@@ -142,8 +157,16 @@ class Engine:
             [item.caption_pixels for item in items],
             prompt=options.prompt,
             max_new_tokens=options.max_new_tokens,
+            num_beams=options.num_beams,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
         )
-        captions = self.captioner.postprocess(new_ids)
+        captions = [
+            _finish(caption, item, options)
+            for caption, item in zip(
+                self.captioner.postprocess(new_ids, max_new_tokens=options.max_new_tokens), items, strict=True
+            )
+        ]
         caption_s = time.perf_counter() - started
         scores: list[tuple[float | None, float | None, int]] = [(None, None, 0)] * len(items)
         score_s = 0.0
@@ -162,6 +185,7 @@ class Engine:
             Captioned(
                 text=caption.text,
                 entities=caption.entities,
+                truncated=caption.truncated,
                 score=score,
                 clipscore=clipscore,
                 chunks=chunks,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.celery_app import make_app
+from shared.metrics import timed_batches
 from shared.settings import Settings
 from workers.tasks import register_route_task
 
@@ -23,7 +24,9 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
 
     engine = Engine.load(settings, eager_scorer=settings.score_enabled)
     batcher = Batcher(
-        engine.run_batch, max_size=settings.batch_size, max_wait_s=settings.batch_wait_ms / 1000
+        timed_batches(engine.run_batch),
+        max_size=settings.batch_size,
+        max_wait_s=settings.batch_wait_ms / 1000,
     ).start()
     app = make_app(settings)
     register_caption_task(app, engine, batcher, worker=name)

@@ -21,7 +21,6 @@ from typing import Any
 from shared.errors import UnsafePathError
 from shared.messages import Result
 from shared.naming import (
-    CAPTION_EXT,
     Placement,
     candidate_error_placements,
     candidate_placements,
@@ -30,6 +29,7 @@ from shared.naming import (
 )
 from shared.records import read_json
 from shared.settings import Settings
+from workers.metadata import MetadataLog
 from workers.storage import atomic_copy, atomic_write_bytes, atomic_write_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Router:
         # The route worker runs several threads: choosing a free name and taking it must be
         # one step, or a.jpg and a.png routed at once would both take the stem "a".
         self._placing = threading.Lock()
+        self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
 
     def outcome_for(self, result: Result) -> str:
         if not result.ok:
@@ -78,19 +79,25 @@ class Router:
             candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
         else:
             candidates = candidate_placements(
-                dest_dir, rel.name, result.content_sha256, result.job_id, caption_ext=CAPTION_EXT
+                dest_dir,
+                rel.name,
+                result.content_sha256,
+                result.job_id,
+                caption_ext=self.settings.caption_ext,
             )
         with self._placing:
             placement, finished = self._choose(candidates, result)
             if finished:
+                self._ensure_metadata(outcome, placement, result)
                 return Routed(outcome, placement, newly_placed=False, note="already routed")
             if not self._place_image(source, placement.image, result, outcome):
                 return Routed("skipped", None, newly_placed=False, note="input vanished or changed")
             if outcome == ERRORS:
                 atomic_write_json(placement.record, self._error_record(result, placement))
             else:
-                atomic_write_bytes(placement.caption, (result.caption + "\n").encode("utf-8"))
-                atomic_write_json(placement.record, self._record(result, placement, outcome))
+                text = self._write_caption(placement.caption, result)
+                atomic_write_json(placement.record, self._record(result, placement, outcome, text))
+                self._ensure_metadata(outcome, placement, result)
         if self.settings.input_mode == "move":
             self._remove_source(source, result)
         return Routed(outcome, placement, newly_placed=True)
@@ -173,12 +180,53 @@ class Router:
             pass
 
     # -- records -------------------------------------------------------------
-    def _record(self, result: Result, placement: Placement, outcome: str) -> dict[str, Any]:
+    def _final_text(self, result: Result) -> str:
+        return f"{self.settings.caption_prefix}{result.caption}{self.settings.caption_suffix}"
+
+    def _write_caption(self, path: Path, result: Result) -> str:
+        """Write the caption file, honouring --existing for a file kcap did not write."""
+        new = self._final_text(result)
+        try:
+            existing = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            existing = None
+        mode = self.settings.existing
+        if existing is None or mode == "overwrite" or existing == new:
+            text = new
+        elif mode == "skip":
+            return existing  # kept as it is (the producer normally skips such images)
+        elif mode == "append":
+            # A retry after a crash finds its own text already appended.
+            text = existing if existing.endswith(new) else f"{existing} {new}"
+        else:  # prepend
+            text = existing if existing.startswith(new) else f"{new} {existing}"
+        atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+        return text
+
+    def _ensure_metadata(self, outcome: str, placement: Placement, result: Result) -> None:
+        if outcome not in self.metadata:
+            return
+        root = self.roots[outcome]
+        record = read_json(placement.record) or {}
+        self.metadata[outcome].ensure(
+            result.job_id,
+            {
+                "file_name": placement.image.relative_to(root).as_posix(),
+                "text": record.get("text", self._final_text(result)),
+                "clip_score": result.score,
+                "entities": result.entities,
+            },
+        )
+
+    def _record(self, result: Result, placement: Placement, outcome: str, text: str) -> dict[str, Any]:
         return {
             "job_id": result.job_id,
             "source": result.rel_path,
             "image": placement.image.name,
             "caption": result.caption,
+            "text": text,
+            "captions": result.captions,
+            "truncated": result.truncated,
             "entities": result.entities,
             "clip_score": result.score,
             "clipscore": result.clipscore,

@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from concurrent.futures import Future
+from dataclasses import asdict
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from shared.celery_app import CAPTION_TASK, ROUTE_TASK
 from shared.errors import BadImageError, DecodeError, UnsafePathError
 from shared.inflight import InFlight
 from shared.messages import CaptionOptions, Job, Result
+from shared.metrics import observe_routed
 from shared.settings import Settings
 from workers.batcher import Batcher
 from workers.engine import Captioned, Engine, Prepared
@@ -65,9 +67,10 @@ def register_caption_task(
             log.exception("job %s (%s): preprocessing failed", job.job_id, job.rel_path)
             _send(app, error_result(job, exc, worker=worker), reply_queue)
             return
-        future: Future[Captioned] = batcher.submit(job.options, prepared)
+        # One batch item per prompt; the same preprocessed pixels serve them all.
+        futures: list[Future[Captioned]] = [batcher.submit(options, prepared) for options in job.options()]
         try:
-            done = future.result()
+            done = [future.result() for future in futures]
         except Exception as exc:
             attempt = self.request.retries + 1
             if attempt > CAPTION_RETRIES:
@@ -76,32 +79,54 @@ def register_caption_task(
                 return
             log.warning("job %s: attempt %d failed (%r); retrying", job.job_id, attempt, exc)
             raise self.retry(exc=exc, countdown=2**attempt) from exc
+        best = _best(done)
+        chosen = done[best]
         result = Result(
             job_id=job.job_id,
             rel_path=job.rel_path,
             content_sha256=job.content_sha256,
             ok=True,
-            caption=done.text,
-            entities=[e.to_dict() for e in done.entities],
-            score=done.score,
-            clipscore=done.clipscore,
-            chunks=done.chunks,
+            caption=chosen.text,
+            entities=[asdict(e) for e in chosen.entities],
+            score=chosen.score,
+            clipscore=chosen.clipscore,
+            chunks=chosen.chunks,
             caption_model=engine.captioner.source,
-            clip_model=engine.scorer_source if done.score is not None else "",
-            prompt=job.prompt,
+            clip_model=engine.scorer_source if chosen.score is not None else "",
+            prompt=job.prompts[best],
             width=prepared.width,
             height=prepared.height,
             timings={
-                **done.timings,
+                **chosen.timings,
                 "queue_s": round(received - job.enqueued_at, 4),
                 "worker_s": round(time.time() - received, 4),
             },
             worker=worker,
+            captions=[
+                {
+                    "prompt": prompt,
+                    "caption": d.text,
+                    "entities": [asdict(e) for e in d.entities],
+                    "clip_score": d.score,
+                    "clipscore": d.clipscore,
+                    "truncated": d.truncated,
+                }
+                for prompt, d in zip(job.prompts, done, strict=True)
+            ]
+            if len(done) > 1
+            else [],
+            truncated=chosen.truncated,
             enqueued_at=job.enqueued_at,
         )
         _send(app, result, reply_queue)
 
     return caption
+
+
+def _best(done: list[Captioned]) -> int:
+    """The caption with the highest score routes the image; unscored: the first prompt's."""
+    scored = [(d.score, -i) for i, d in enumerate(done) if d.score is not None]
+    return -max(scored)[1] if scored else 0
 
 
 def _send(app: Celery, result: Result, reply_queue: str) -> None:
@@ -156,6 +181,12 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
                 attempt,
             )
             raise self.retry(exc=exc, countdown=2) from exc
+        observe_routed(
+            routed.outcome,
+            score=result.score,
+            enqueued_at=result.enqueued_at,
+            newly_placed=routed.newly_placed,
+        )
         log.info(
             "job %s: %s -> %s%s",
             result.job_id,

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shared.cli import flower, status, up, watch, worker
+from shared.cli import export, flower, report, status, up, watch, worker
 from shared.errors import KcapError
 from shared.logs import configure_logging
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parsers(commands)
     flower.add_parser(commands)
     status.add_parser(commands)
+    export.add_parser(commands)
+    report.add_parser(commands)
     return parser
 
 

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+DEFAULT_STOP_TIMEOUT_S = 30.0
 
 
 def _die_with_parent() -> None:
@@ -24,6 +26,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def stop_timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """How long a warm shutdown may take before SIGKILL: KCAP_STOP_TIMEOUT_S, else 30 s."""
+    raw = (os.environ if environ is None else environ).get("KCAP_STOP_TIMEOUT_S", "")
+    if not raw:
+        return DEFAULT_STOP_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        from shared.errors import ConfigError
+
+        raise ConfigError(f"KCAP_STOP_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    return max(0.0, value)
+
+
 @dataclass
 class Child:
     name: str
@@ -32,19 +48,36 @@ class Child:
     restart: bool = True
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    next_start: float = 0.0
+    started_at: float = 0.0
+    next_start: float = 0.0  # 0: not waiting to restart
     backoff_s: float = field(default=1.0)
 
 
 class ProcessGroup:
     """Starts children in their own sessions (Ctrl-C reaches only us), restarts dead ones
-    with back-off, and stops them in reverse order of start."""
+    with back-off, and stops them all together.
 
-    def __init__(self) -> None:
+    Back-off doubles from backoff_s up to max_backoff_s after each quick death, and starts
+    over once a child has stayed up for stable_after_s: a worker that dies once a day is
+    back in a second, a worker that cannot start does not spin.
+    """
+
+    def __init__(
+        self,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        stable_after_s: float = 60.0,
+        stop_timeout_s: float | None = None,
+    ) -> None:
         self.children: list[Child] = []
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s
+        self.stop_timeout_s = stop_timeout_s
 
     def start(self, name: str, argv: list[str], *, env: dict[str, str], restart: bool = True) -> Child:
-        child = Child(name=name, argv=argv, env=env, restart=restart)
+        child = Child(name=name, argv=argv, env=env, restart=restart, backoff_s=self.backoff_s)
         self._spawn(child)
         self.children.append(child)
         return child
@@ -57,6 +90,7 @@ class ProcessGroup:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     def poll(self) -> list[Child]:
@@ -71,28 +105,52 @@ class ProcessGroup:
                 dead.append(child)
                 continue
             if child.next_start == 0.0:
+                if now - child.started_at >= self.stable_after_s:
+                    child.backoff_s = self.backoff_s  # it had been fine for a while
                 child.next_start = now + child.backoff_s
                 log.warning(
-                    "%s exited with %s; restarting in %.0fs", child.name, process.returncode, child.backoff_s
+                    "%s exited with %s; restarting in %.1fs (restart %d)",
+                    child.name,
+                    process.returncode,
+                    child.backoff_s,
+                    child.restarts + 1,
                 )
-                child.backoff_s = min(child.backoff_s * 2, 60.0)
+                child.backoff_s = min(child.backoff_s * 2, self.max_backoff_s)
             elif now >= child.next_start:
                 child.next_start = 0.0
                 child.restarts += 1
                 self._spawn(child)
         return dead
 
-    def stop(self, *, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Celery: warm shutdown) each child, newest first; SIGKILL what will not go."""
-        for child in reversed(self.children):
-            process = child.process
-            if process is None or process.poll() is not None:
-                continue
-            process.send_signal(signal.SIGTERM)
+    def stop(self, *, timeout_s: float | None = None) -> None:
+        """SIGTERM (Celery: warm shutdown) every child at once, newest first, then wait for
+        them all against one deadline; SIGKILL the process group of what will not go."""
+        if timeout_s is None:
+            timeout_s = self.stop_timeout_s if self.stop_timeout_s is not None else stop_timeout_s()
+        running = [c for c in reversed(self.children) if c.process is not None and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
             try:
-                process.wait(timeout=timeout_s)
+                child.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        for child in running:
+            process = child.process
+            assert process is not None
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in %.0fs; killing it", child.name, timeout_s)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            # The child's session may hold helpers of its own (a Celery pool, a Redis):
+            # nothing of it outlives the group.
+            _kill_group(process.pid)
+            process.wait()
         self.children.clear()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

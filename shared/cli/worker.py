@@ -12,8 +12,10 @@ import threading
 from typing import Any
 
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.procs import ProcessGroup
+from shared.cli.procs import ProcessGroup, stop_timeout_s
 from shared.errors import ConfigError
+from shared.metrics import metrics_port
+from shared.metrics import serve as serve_metrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,12 @@ log = logging.getLogger(__name__)
 def add_parsers(commands: Any) -> None:
     parser = commands.add_parser("worker", help="caption workers: one process per GPU, supervised")
     add_settings_arguments(parser)
+    parser.add_argument(
+        "--name-prefix",
+        default=None,
+        help="prefix of the Celery node names (PREFIX-gpu0@host), to tell apart workers whose "
+        "hosts share a name, e.g. containers that all see their GPU as 0 (env KCAP_NAME_PREFIX)",
+    )
     parser.set_defaults(handler=run_supervisor)
 
     one = commands.add_parser("worker-process", help="one caption worker process (used by `kcap worker`)")
@@ -63,15 +71,25 @@ def visible_gpu_count() -> int:
     return int(torch.cuda.device_count())
 
 
-def child_env(settings: Settings, gpu: int | None) -> dict[str, str]:
+def child_env(settings: Settings, gpu: int | None, *, metrics_port: int = 0) -> dict[str, str]:
     env = {**os.environ, **settings.to_env()}
     # Pinning: the child sees exactly one GPU (or none), and calls it cuda:0.
     env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+    # Each child serves its own /metrics: the N-th one on the base port + N.
+    env["KCAP_METRICS_PORT"] = str(metrics_port)
     return env
 
 
-def node_name(gpu: int | None) -> str:
-    return f"{'cpu' if gpu is None else f'gpu{gpu}'}@{socket.gethostname()}"
+def node_name(gpu: int | None, *, queue_prefix: str = "", name_prefix: str = "") -> str:
+    """gpu0@host / cpu@host; a queue prefix (one kcap instance among several on one Redis)
+    and a name prefix (hosts that share a name) keep node names distinct in Flower."""
+    kind = "cpu" if gpu is None else f"gpu{gpu}"
+    lead = f"{name_prefix}-" if name_prefix else ""
+    return f"{lead}{queue_prefix}{kind}@{socket.gethostname()}"
+
+
+def route_node_name(settings: Settings) -> str:
+    return f"{settings.queue_prefix}route@{socket.gethostname()}"
 
 
 def run_supervisor(args: argparse.Namespace) -> int:
@@ -80,12 +98,21 @@ def run_supervisor(args: argparse.Namespace) -> int:
         from shared.celery_app import raise_missing_broker
 
         raise_missing_broker()
-    group = ProcessGroup()
-    for gpu in resolve_gpus(settings.gpus):
-        name = node_name(gpu)
+    name_prefix = args.name_prefix if args.name_prefix is not None else os.environ.get("KCAP_NAME_PREFIX", "")
+    base_port = metrics_port(settings)
+    group = ProcessGroup(stop_timeout_s=_stop_timeout_s(settings))
+    for index, gpu in enumerate(resolve_gpus(settings.gpus)):
+        name = node_name(gpu, queue_prefix=settings.queue_prefix, name_prefix=name_prefix)
         argv = [sys.executable, "-m", "shared.cli.main", "worker-process", "--name", name]
-        group.start(name, argv, env=child_env(settings, gpu))
+        port = base_port + index if base_port else 0
+        group.start(name, argv, env=child_env(settings, gpu, metrics_port=port))
     return supervise(group)
+
+
+def _stop_timeout_s(settings: Settings) -> float:
+    """Settings.stop_timeout_s where Settings has it, else KCAP_STOP_TIMEOUT_S (30 s)."""
+    value = getattr(settings, "stop_timeout_s", None)
+    return float(value) if value is not None else stop_timeout_s()
 
 
 def supervise(group: ProcessGroup) -> int:
@@ -113,7 +140,9 @@ def run_one(args: argparse.Namespace) -> int:
         from shared.celery_app import raise_missing_broker
 
         raise_missing_broker()
-    run_caption_worker(settings, name=args.name or node_name(None))
+    name = args.name or node_name(None, queue_prefix=settings.queue_prefix)
+    serve_metrics(role="caption", worker=name, port=metrics_port(settings))
+    run_caption_worker(settings, name=name)
     return 0
 
 
@@ -122,5 +151,7 @@ def run_router(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     settings.require_folders()
-    run_route_worker(settings, name=f"route@{socket.gethostname()}", concurrency=args.concurrency)
+    name = route_node_name(settings)
+    serve_metrics(role="route", worker=name, port=metrics_port(settings))
+    run_route_worker(settings, name=name, concurrency=args.concurrency)
     return 0

@@ -95,8 +95,6 @@ def image_files(workdir: Path) -> list[Path]:
 
 
 def run_path(name: str, workdir: Path, plan: Plan) -> dict[str, Any]:
-    from shared.settings import DEFAULT_PROMPT
-
     harness.set_threads(plan.threads)
     kosmos, clip = models_dir(workdir)
     files = image_files(workdir)
@@ -105,7 +103,8 @@ def run_path(name: str, workdir: Path, plan: Plan) -> dict[str, Any]:
         import torch
 
         loop = harness.BaselineLoop(str(kosmos), str(clip), device=torch.device("cpu"), dtype=torch.float32)
-        run = loop.run(files, root=root, prompt=DEFAULT_PROMPT, max_new_tokens=plan.new_tokens)
+        prompt = _settings(kosmos, clip, plan).prompts[0]
+        run = loop.run(files, root=root, prompt=prompt, max_new_tokens=plan.new_tokens)
         out: dict[str, Any] = asdict(run)
     elif name.startswith("b"):
         out = _in_process(int(name[1:]), kosmos, clip, files, root, plan)
@@ -121,25 +120,25 @@ def run_path(name: str, workdir: Path, plan: Plan) -> dict[str, Any]:
     return out
 
 
+def _settings(kosmos: Path, clip: Path, plan: Plan, **more: Any) -> Any:
+    """kcap's defaults (prompt, cleanup, greedy), the benchmark models and token count."""
+    from shared.settings import Settings
+
+    return Settings(
+        caption_model=str(kosmos), clip_model=str(clip), max_new_tokens=plan.new_tokens, gpus="cpu", **more
+    )
+
+
 def _in_process(
     batch_size: int, kosmos: Path, clip: Path, files: list[Path], root: Path, plan: Plan
 ) -> dict[str, Any]:
-    from shared.settings import DEFAULT_PROMPT, Settings
     from workers.engine import Engine
 
-    settings = Settings(
-        caption_model=str(kosmos),
-        clip_model=str(clip),
-        max_new_tokens=plan.new_tokens,
-        batch_size=batch_size,
-        gpus="cpu",
-    )
+    settings = _settings(kosmos, clip, plan).replace(batch_size=batch_size)
     started = time.perf_counter()
     engine = Engine.load(settings, eager_scorer=True)
     load_s = time.perf_counter() - started
-    jobs = harness.jobs_from_files(
-        root, files, prompt=DEFAULT_PROMPT, max_new_tokens=plan.new_tokens, score=True
-    )
+    jobs = harness.jobs_from_files(root, files, settings)
     harness.check_fixed_length(engine, jobs[0], new_tokens=plan.new_tokens)
     run = harness.kcap_batched(
         engine,
@@ -161,30 +160,29 @@ def _end_to_end(workdir: Path, kosmos: Path, clip: Path, files: list[Path], plan
         "name": "kcap run",
         "images": full["routed"],
         "wall_s": full["wall_s"],
+        "cpu_s": full["cpu_s"],
+        "load_avg": full["load_avg"],
         "captions": full["captions"],
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "captions"} for k, v in runs.items()},
     }
 
 
 def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
-    from shared.settings import Settings
-
     shutil.rmtree(base, ignore_errors=True)
     inbox = base / "inbox"
     inbox.mkdir(parents=True)
     for path in files:
         shutil.copy2(path, inbox / path.name)
-    settings = Settings(
+    settings = _settings(
+        kosmos,
+        clip,
+        plan,
         input_dir=inbox,
         output_dir=base / "captioned",
         clip_failed_dir=base / "clip_failed",
         errors_dir=base / "errors",
         state_dir=base / "state",
-        caption_model=str(kosmos),
-        clip_model=str(clip),
-        max_new_tokens=plan.new_tokens,
         batch_size=plan.e2e_batch_size,
-        gpus="cpu",
     )
     env = {
         **os.environ,
@@ -195,6 +193,7 @@ def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Pla
     log_path = base / "kcap-run.log"
     with log_path.open("wb") as log:
         started_at = time.time()  # routed_at in the records is wall-clock time
+        cpu_before, load_before = _children_cpu_s(), os.getloadavg()[0]
         started = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli.main", "run"],
@@ -215,6 +214,7 @@ def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Pla
                 raise
         wall_s = time.perf_counter() - started
         ended_at = time.time()
+        cpu_s, load_after = _children_cpu_s() - cpu_before, os.getloadavg()[0]
     if returncode != 0:
         raise RuntimeError(f"kcap run exited {returncode}; log:\n{log_path.read_text()[-4000:]}")
     counts, captions, routed_at = _routed(settings)
@@ -229,11 +229,18 @@ def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Pla
         "phases": phases,
         "files": len(files),
         "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "load_avg": (load_before, load_after),
         "routed": counts["output"] + counts["clip_failed"],
         "counts": counts,
         "captions": captions,
         "peak_tree_rss": sampler.peak_bytes,
     }
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _routed(settings: Any) -> tuple[dict[str, int], dict[str, str], list[float]]:
@@ -332,38 +339,81 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
     def ips(images: float, wall_s: float) -> float:
         return images / wall_s if wall_s > 0 else float("nan")
 
-    def row(label: str, batch: object, images: float, wall_s: float, rss: str) -> float:
+    def row(
+        label: str, batch: object, images: float, wall_s: float, cpu_s: float, load: str, rss: str
+    ) -> float:
         speed = ips(images, wall_s)
         rows.append(
-            [label, batch, f"{images:.0f}", f"{wall_s:.1f}", f"{speed:.2f}", f"{speed / base_ips:.2f}x", rss]
+            [
+                label,
+                batch,
+                f"{images:.0f}",
+                f"{wall_s:.1f}",
+                f"{speed:.2f}",
+                f"{speed / base_ips:.2f}x",
+                f"{1000 * cpu_s / images:.0f}" if images else "-",
+                load,
+                rss,
+            ]
         )
         return speed
 
-    row("(a) original loop, in process", 1, a["images"], a["wall_s"], harness.mib(a["peak_rss_self"]))
+    def load_of(result: dict[str, Any]) -> str:
+        before, after = result["load_avg"]
+        return f"{before:.1f} / {after:.1f}"
+
+    row(
+        "(a) original loop, in process",
+        1,
+        a["images"],
+        a["wall_s"],
+        a["cpu_s"],
+        load_of(a),
+        harness.mib(a["peak_rss_self"]),
+    )
     b_speed = {}
     for bs in plan.batch_sizes:
         b = results[f"b{bs}"]
         label = "(b) kcap Engine+Batcher, in process"
-        b_speed[bs] = row(label, bs, b["images"], b["wall_s"], harness.mib(b["peak_rss_self"]))
+        b_speed[bs] = row(
+            label, bs, b["images"], b["wall_s"], b["cpu_s"], load_of(b), harness.mib(b["peak_rss_self"])
+        )
     tree = harness.mib(runs["all"]["peak_tree_rss"])
     rss_c = f"{harness.mib(c['peak_rss_children'])} (tree {tree})"
     e2e_bs = plan.e2e_batch_size
-    raw = row("(c) kcap run, raw: start to exit", e2e_bs, c["images"], c["wall_s"], rss_c)
+    one = runs["one batch"]
+    raw = row(
+        "(c) kcap run, raw: start to exit", e2e_bs, c["images"], c["wall_s"], c["cpu_s"], load_of(c), rss_c
+    )
     net = row(
         "(c) kcap run, net of an empty run",
         e2e_bs,
         c["images"],
         c["wall_s"] - runs["empty"]["wall_s"],
+        c["cpu_s"] - runs["empty"]["cpu_s"],
+        load_of(c),
         rss_c,
     )
     marginal = row(
-        f"(c) kcap run, marginal ({c['images']} - {runs['one batch']['routed']} images)",
+        f"(c) kcap run, marginal ({c['images']} - {one['routed']} images)",
         e2e_bs,
-        c["images"] - runs["one batch"]["routed"],
-        c["wall_s"] - runs["one batch"]["wall_s"],
+        c["images"] - one["routed"],
+        c["wall_s"] - one["wall_s"],
+        c["cpu_s"] - one["cpu_s"],
+        load_of(c),
         rss_c,
     )
-    headers = ["path", "batch", "images", "wall s", "images/s", "vs (a)", "peak RSS MiB"]
+    headers = [
+        "path",
+        "batch",
+        "images",
+        "wall s",
+        "images/s",
+        "vs (a)",
+        "CPU ms/image",
+        "load avg",
+        "peak RSS MiB",
+    ]
     lines = [
         f"CPU benchmark: {plan.images} JPEG images {plan.width}x{plan.height}, Kosmos-2 'small' + "
         f"CLIP 'tiny' (random weights), fp32, exactly {plan.new_tokens} new tokens per image, "
@@ -415,7 +465,9 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
     )
     lines.append(
         "peak RSS: (a), (b) ru_maxrss of their own process; (c) ru_maxrss of the largest kcap "
-        "process (RUSAGE_CHILDREN), tree = summed RSS of kcap run and all its children, sampled"
+        "process (RUSAGE_CHILDREN), tree = summed RSS of kcap run and all its children, sampled; "
+        "CPU ms/image: CPU time of the timed part, all threads ((c): all kcap processes); "
+        "load avg: the machine's 1-minute load average before / after (others share these cores)"
     )
     return "\n".join(lines)
 

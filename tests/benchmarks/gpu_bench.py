@@ -87,7 +87,7 @@ def _free(device: torch.device) -> None:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
-    from shared.settings import DEFAULT_PROMPT, Settings
+    from shared.settings import Settings
     from workers.engine import Engine
 
     started = time.perf_counter()
@@ -105,9 +105,14 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     root = workdir / "images"
     files = harness.write_images(root, count, size=(640, 480))
 
+    # kcap's defaults (prompt, cleanup, greedy) for both paths; bf16 for kcap.
+    settings = Settings(
+        caption_model=str(kosmos), clip_model=str(clip), dtype="bfloat16", max_new_tokens=new_tokens
+    )
+
     # (a) the original way: batch 1, fp32.
     loop = harness.BaselineLoop(str(kosmos), str(clip), device=device, dtype=torch.float32)
-    base = loop.run(files[:baseline_images], root=root, prompt=DEFAULT_PROMPT, max_new_tokens=new_tokens)
+    base = loop.run(files[:baseline_images], root=root, prompt=settings.prompts[0], max_new_tokens=new_tokens)
     del loop
     _free(device)
     print(f"gpu_bench: (a) {base.images} images in {base.wall_s:.1f}s", flush=True)
@@ -126,11 +131,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     runs = [base]
 
     # (b) kcap: Engine + Batcher, bf16.
-    settings = Settings(
-        caption_model=str(kosmos), clip_model=str(clip), dtype="bfloat16", max_new_tokens=new_tokens
-    )
     engine = Engine.load(settings, eager_scorer=True)
-    jobs = harness.jobs_from_files(root, files, prompt=DEFAULT_PROMPT, max_new_tokens=new_tokens, score=True)
+    jobs = harness.jobs_from_files(root, files, settings)
     harness.check_fixed_length(engine, jobs[0], new_tokens=new_tokens)
     best = 0.0
     for bs in batch_sizes:

@@ -29,6 +29,7 @@ import torch
 
 from shared.messages import Job
 from shared.naming import job_id_for
+from shared.settings import Settings
 
 MIB = 1024 * 1024
 
@@ -50,10 +51,8 @@ def write_images(folder: Path, count: int, *, size: tuple[int, int], seed: int =
     return paths
 
 
-def jobs_from_files(
-    root: Path, paths: Sequence[Path], *, prompt: str, max_new_tokens: int, score: bool
-) -> list[Job]:
-    """One Job per file, built as producer.enqueue.Enqueuer.offer builds it."""
+def jobs_from_files(root: Path, paths: Sequence[Path], settings: Settings) -> list[Job]:
+    """One Job per file, built from settings as producer.enqueue.Enqueuer.offer builds it."""
     jobs = []
     for path in paths:
         data = path.read_bytes()
@@ -67,10 +66,15 @@ def jobs_from_files(
                 size=len(data),
                 mtime=path.stat().st_mtime,
                 image_b64=Job.encode_bytes(data),
-                prompt=prompt,
-                max_new_tokens=max_new_tokens,
-                score=score,
+                prompts=settings.prompts,
+                max_new_tokens=settings.max_new_tokens,
+                score=True,
                 enqueued_at=time.time(),
+                num_beams=settings.num_beams,
+                repetition_penalty=settings.repetition_penalty,
+                no_repeat_ngram_size=settings.no_repeat_ngram_size,
+                strip_openings=settings.openings,
+                trim_partial=settings.trim_partial,
             )
         )
     return jobs
@@ -92,6 +96,8 @@ class Run:
     scores: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     peak_gpu_bytes: int | None = None
+    cpu_s: float = 0.0  # CPU time of the whole process (all threads) over the timed part
+    load_avg: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before and after
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -166,6 +172,7 @@ class BaselineLoop:
         synchronize(self.device)
         reset_peak_gpu(self.device)
         captions, scores = {}, {}
+        cpu_started, load_before = time.process_time(), os.getloadavg()[0]
         started = time.perf_counter()
         for path in paths:
             rel = path.relative_to(root).as_posix()
@@ -174,10 +181,13 @@ class BaselineLoop:
             )
         synchronize(self.device)
         wall_s = time.perf_counter() - started
+        cpu_s, load_after = time.process_time() - cpu_started, os.getloadavg()[0]
         return Run(
             name="baseline",
             images=len(paths),
             wall_s=wall_s,
+            cpu_s=cpu_s,
+            load_avg=(load_before, load_after),
             load_s=self.load_s,
             captions=captions,
             scores=scores,
@@ -208,15 +218,19 @@ def kcap_batched(
     device = engine.captioner.device
     if warmup:
         batch = list(warmup)[:batch_size]
-        engine.run_batch(batch[0].options, [engine.prepare(job) for job in batch])
+        engine.run_batch(batch[0].options()[0], [engine.prepare(job) for job in batch])
     synchronize(device)
     reset_peak_gpu(device)
     batcher = Batcher(engine.run_batch, max_size=batch_size, max_wait_s=batch_wait_s).start()
 
     def one(job: Job) -> Any:
+        # As the caption task: one batch item per prompt, the best score wins.
         prepared = engine.prepare(job)
-        return batcher.submit(job.options, prepared).result()
+        futures = [batcher.submit(options, prepared) for options in job.options()]
+        done = [future.result() for future in futures]
+        return max(done, key=lambda d: -1e9 if d.score is None else d.score)
 
+    cpu_started, load_before = time.process_time(), os.getloadavg()[0]
     started = time.perf_counter()
     try:
         with ThreadPoolExecutor(2 * batch_size, thread_name_prefix="kcap-bench-prepare") as pool:
@@ -225,10 +239,13 @@ def kcap_batched(
         batcher.stop()
     synchronize(device)
     wall_s = time.perf_counter() - started
+    cpu_s, load_after = time.process_time() - cpu_started, os.getloadavg()[0]
     return Run(
         name=f"kcap batch {batch_size}",
         images=len(jobs),
         wall_s=wall_s,
+        cpu_s=cpu_s,
+        load_avg=(load_before, load_after),
         captions={job.rel_path: d.text for job, d in zip(jobs, done, strict=True)},
         scores={job.rel_path: d.score for job, d in zip(jobs, done, strict=True) if d.score is not None},
         batch_sizes=list(batcher.batch_sizes),
@@ -244,7 +261,7 @@ def check_fixed_length(engine: Any, job: Job, *, new_tokens: int) -> None:
     """
     prepared = engine.prepare(job)
     ids = engine.captioner.forward(
-        [prepared.caption_pixels], prompt=job.prompt, max_new_tokens=new_tokens
+        [prepared.caption_pixels], prompt=job.prompts[0], max_new_tokens=new_tokens
     )  # no min_new_tokens, as run_batch calls it
     eos = engine.captioner.model.generation_config.eos_token_id
     pad = engine.captioner.model.generation_config.pad_token_id

@@ -49,7 +49,7 @@ def weight_bytes(model: Any) -> int:
 
 def measure(models: Path, dtype: str, *, new_tokens: int) -> dict[str, Any]:
     """In a fresh process: the caption worker's load, then one batch-1 caption and score."""
-    from shared.settings import DEFAULT_PROMPT, Settings
+    from shared.settings import Settings
     from workers.engine import Engine
 
     import_rss = harness.current_rss_bytes()
@@ -68,11 +68,9 @@ def measure(models: Path, dtype: str, *, new_tokens: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="kcap-mem-") as temp:
         files = harness.write_images(Path(temp), 1, size=(640, 480))
-        jobs = harness.jobs_from_files(
-            Path(temp), files, prompt=DEFAULT_PROMPT, max_new_tokens=new_tokens, score=True
-        )
+        jobs = harness.jobs_from_files(Path(temp), files, settings)
     started = time.perf_counter()
-    done = engine.run_batch(jobs[0].options, [engine.prepare(jobs[0])])
+    done = engine.run_batch(jobs[0].options()[0], [engine.prepare(jobs[0])])
     run_s = time.perf_counter() - started
     return {
         "dtype": dtype,

@@ -150,7 +150,7 @@ def test_a_job_delivered_twice_is_routed_once(
         size=len(data),
         mtime=0.0,
         image_b64=Job.encode_bytes(data),
-        prompt=settings.prompt,
+        prompts=settings.prompts,
         max_new_tokens=settings.max_new_tokens,
         score=True,
         enqueued_at=time.time(),

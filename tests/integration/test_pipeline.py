@@ -51,7 +51,7 @@ def test_dropped_images_are_each_routed_once_with_caption_and_record(
         assert caption == record["caption"] and caption
         assert isinstance(record["clip_score"], float)
         assert record["clip_chunks"] >= 1
-        assert record["prompt"] == settings.prompt
+        assert record["prompt"] == settings.prompts[0]
         assert record["caption_model"] == settings.caption_model
         assert record["clip_model"] == settings.clip_model
         assert len(str(record["content_sha256"])) == 64

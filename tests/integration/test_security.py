@@ -147,7 +147,7 @@ def test_a_pickle_message_is_refused_unexecuted_and_json_jobs_still_run(secured:
         size=len(data),
         mtime=time.time(),
         image_b64=Job.encode_bytes(data),
-        prompt=settings.prompt,
+        prompts=settings.prompts,
         max_new_tokens=settings.max_new_tokens,
         score=True,
         enqueued_at=time.time(),

@@ -16,7 +16,7 @@ def _job(**changes: object) -> Job:
         "size": 3,
         "mtime": 1.5,
         "image_b64": Job.encode_bytes(b"\xff\xd8\xff"),
-        "prompt": "p",
+        "prompts": ["p"],
         "max_new_tokens": 8,
         "score": True,
         "enqueued_at": 2.0,

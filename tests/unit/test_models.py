@@ -40,7 +40,7 @@ def _job(data: bytes, rel: str = "x.png", *, score: bool = True, tokens: int = 1
         size=len(data),
         mtime=0.0,
         image_b64=Job.encode_bytes(data),
-        prompt=Settings().prompt,
+        prompts=Settings().prompts,
         max_new_tokens=tokens,
         score=score,
         enqueued_at=0.0,
@@ -53,7 +53,7 @@ def _prepared(engine: Engine, n: int, seed: int = 5) -> list[Prepared]:
     ]
 
 
-OPTIONS = CaptionOptions(prompt=Settings().prompt, max_new_tokens=10, score=True)
+OPTIONS = CaptionOptions(prompt=Settings().prompts[0], max_new_tokens=10, score=True)
 
 
 def test_a_batch_gives_the_same_captions_and_scores_as_one_at_a_time(engine: Engine) -> None:

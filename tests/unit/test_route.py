@@ -74,7 +74,7 @@ def test_redelivery_routes_once(roots: Settings) -> None:
     first = router.route(_result("a.jpg", b"x"))
     again = router.route(_result("a.jpg", b"x"))
     assert first.newly_placed and not again.newly_placed
-    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt"]  # type: ignore[union-attr]
+    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]  # type: ignore[union-attr]
 
 
 def test_a_crash_between_caption_and_record_is_completed_on_redelivery(roots: Settings) -> None:
@@ -86,7 +86,7 @@ def test_a_crash_between_caption_and_record_is_completed_on_redelivery(roots: Se
     again = router.route(_result("a.jpg", b"x"))
     assert again.newly_placed
     assert json.loads(record.read_text())["source"] == "a.jpg"
-    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt"]  # type: ignore[union-attr]
+    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]  # type: ignore[union-attr]
 
 
 def test_same_stem_different_extensions_never_overwrite(roots: Settings) -> None:
@@ -137,3 +137,67 @@ def test_an_input_replaced_after_it_was_read_is_left_to_its_new_job(roots: Setti
     assert routed.outcome == "skipped"
     assert not (roots.output_dir / "a.json").exists()  # type: ignore[operator]
     assert (roots.input_dir / "a.jpg").read_bytes() == b"new bytes"  # type: ignore[operator]
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_metadata_jsonl_has_one_line_per_image_even_on_retries(roots: Settings) -> None:
+    for name in ("a.jpg", "sub/b.png"):
+        _drop(roots, name, name.encode())
+    router = Router(roots)
+    router.route(_result("a.jpg", b"a.jpg"))
+    router.route(_result("sub/b.png", b"sub/b.png"))
+    router.route(_result("a.jpg", b"a.jpg"))  # a redelivery
+    assert Router(roots).route(_result("sub/b.png", b"sub/b.png")).newly_placed is False  # a new process
+    lines = _lines(roots.output_dir / "metadata.jsonl")  # type: ignore[operator]
+    assert [line["file_name"] for line in lines] == ["a.jpg", "sub/b.png"]
+    assert lines[0]["text"] == "a red square on a white wall" and lines[0]["clip_score"] == 20.0
+
+
+def test_a_torn_metadata_line_is_cut_before_the_next_append(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"a")
+    _drop(roots, "b.jpg", b"b")
+    Router(roots).route(_result("a.jpg", b"a"))
+    metadata = roots.output_dir / "metadata.jsonl"  # type: ignore[operator]
+    with metadata.open("ab") as handle:
+        handle.write(b'{"file_name": "half')  # a crash mid-write
+    Router(roots).route(_result("b.jpg", b"b"))
+    assert [line["file_name"] for line in _lines(metadata)] == ["a.jpg", "b.jpg"]
+
+
+def test_prefix_suffix_and_caption_extension(roots: Settings) -> None:
+    styled = roots.replace(caption_prefix="sks style, ", caption_suffix=", 4k", caption_ext=".caption")
+    _drop(styled, "a.jpg", b"a")
+    Router(styled).route(_result("a.jpg", b"a"))
+    out = styled.output_dir
+    assert out is not None
+    assert (out / "a.caption").read_text() == "sks style, a red square on a white wall, 4k\n"
+    record = json.loads((out / "a.json").read_text())
+    assert record["text"] == "sks style, a red square on a white wall, 4k"
+    assert record["caption"] == "a red square on a white wall"
+    assert _lines(out / "metadata.jsonl")[0]["text"] == record["text"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("overwrite", "a red square on a white wall"),
+        ("append", "hand written a red square on a white wall"),
+        ("prepend", "a red square on a white wall hand written"),
+        ("skip", "hand written"),
+    ],
+)
+def test_an_existing_caption_kcap_did_not_write(roots: Settings, mode: str, expected: str) -> None:
+    settings = roots.replace(existing=mode)
+    _drop(settings, "a.jpg", b"a")
+    out = settings.output_dir
+    assert out is not None
+    out.mkdir(parents=True)
+    (out / "a.txt").write_text("hand written\n")
+    router = Router(settings)
+    router.route(_result("a.jpg", b"a"))
+    (out / "a.json").unlink()  # a crash before the record: the retry must not add the text twice
+    router.route(_result("a.jpg", b"a"))
+    assert (out / "a.txt").read_text() == expected + "\n"

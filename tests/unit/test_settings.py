@@ -15,8 +15,8 @@ def test_defaults_carry_over_from_the_original_script() -> None:
     settings = Settings.build({})
     assert settings.caption_model == "microsoft/kosmos-2-patch14-224"
     assert settings.clip_model == "openai/clip-vit-large-patch14"
-    assert settings.prompt == DEFAULT_PROMPT
-    assert settings.prompt.startswith("Give a detailed description of this image")
+    assert settings.prompts == [DEFAULT_PROMPT]
+    assert DEFAULT_PROMPT.startswith("Give a detailed description of this image")
     assert settings.max_new_tokens == 128
     assert settings.threshold == 15.0
     assert settings.input_mode == "copy"
@@ -91,3 +91,18 @@ def test_flower_password_never_in_repr() -> None:
 )
 def test_mask_url_passwords(text: str, masked: str) -> None:
     assert mask_url_passwords(text) == masked
+
+
+def test_prompt_presets_and_several_prompts() -> None:
+    assert Settings.build({}, prompt="brief").prompts == ["<grounding>An image of"]
+    assert Settings.build({}, prompt="grounded-detailed").prompts == [
+        "<grounding> Describe this image in detail:"
+    ]
+    several = Settings.build({"KCAP_PROMPT": "brief\nA photo of"})
+    assert several.prompts == ["<grounding>An image of", "A photo of"]
+
+
+@pytest.mark.parametrize("ext", ["txt", ".json", "./x"])
+def test_caption_extension_is_checked(ext: str) -> None:
+    with pytest.raises(ConfigError, match="caption_ext"):
+        Settings.build({}, caption_ext=ext)

@@ -1,0 +1,198 @@
+"""Watching kcap on real processes: Flower's API and /metrics, kcap's own Prometheus
+endpoints on the workers, and `kcap status`, all checked against what was routed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shared.cli.main import main
+from shared.embedded_redis import free_port
+from shared.settings import Settings
+from tests.conftest import REPO, Processes, wait_for
+from tests.integration.helpers import image_bytes, records, routed_sources
+from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value
+from tests.modelfactory import tiny_images
+
+HOST = socket.gethostname()
+LOGIN = "kcap-test:s3cret-Pa55word"
+
+
+def _drop(settings: Settings, n: int, *, seed: int) -> None:
+    assert settings.input_dir is not None
+    for i, image in enumerate(tiny_images(n, seed=seed)):
+        (settings.input_dir / f"m{i:02d}.png").write_bytes(image_bytes(image))
+
+
+def _flower_is_up(port: int) -> Callable[[], bool]:
+    return lambda: answers(f"http://127.0.0.1:{port}/healthcheck")
+
+
+def test_flower_and_kcap_metrics_count_every_routed_image(
+    make_settings: Callable[..., Settings], redis_url: str, procs: Processes
+) -> None:
+    settings = make_settings(broker_url=redis_url)
+    flower_port, caption_port, route_port = free_port(), free_port(), free_port()
+    loopback = {"KCAP_METRICS_ADDRESS": "127.0.0.1"}
+    # Flower's API answers only with a login configured (or FLOWER_UNAUTHENTICATED_API);
+    # kcap keeps that default, so the test logs in, on loopback.
+    flower = procs.kcap(
+        "flower",
+        "--flower-port",
+        str(flower_port),
+        settings=settings,
+        extra_env={"KCAP_FLOWER_BASIC_AUTH": LOGIN},
+    )
+    procs.kcap("worker", settings=settings, extra_env={**loopback, "KCAP_METRICS_PORT": str(caption_port)})
+    procs.kcap("router", settings=settings, extra_env={**loopback, "KCAP_METRICS_PORT": str(route_port)})
+    wait_for(_flower_is_up(flower_port), timeout_s=60, what="Flower up", logs=procs.tail)
+    procs.kcap("watch", settings=settings)
+    _drop(settings, 5, seed=41)
+
+    wait_for(lambda: len(routed_sources(settings)) >= 5, timeout_s=120, what="5 routed", logs=procs.tail)
+    found = records(settings)
+    assert len(found["output"]) == 5 and not found["errors"]
+    assert {r["worker"] for r in found["output"]} == {f"cpu@{HOST}"}
+
+    # Flower saw both workers and every task, by name.
+    flower_url = f"http://127.0.0.1:{flower_port}"
+
+    def flower_counts() -> tuple[float, float]:
+        samples = scrape(f"{flower_url}/metrics")
+        return (
+            value(samples, "flower_events_total", task="kcap.caption", type="task-succeeded"),
+            value(samples, "flower_events_total", task="kcap.route", type="task-succeeded"),
+        )
+
+    wait_for(lambda: flower_counts() == (5, 5), timeout_s=30, what="Flower's task counts", logs=procs.tail)
+    samples = scrape(f"{flower_url}/metrics")
+    assert value(samples, "flower_events_total", worker=f"cpu@{HOST}", task="kcap.caption") >= 5
+    assert value(samples, "flower_events_total", worker=f"route@{HOST}", task="kcap.route") >= 5
+    status, body = http_get(f"{flower_url}/api/workers?refresh=1", auth=LOGIN)
+    assert status == 200, body
+    assert {f"cpu@{HOST}", f"route@{HOST}"} <= set(json.loads(body))
+    assert http_get(f"{flower_url}/api/workers")[0] == 401  # no login, no API
+    assert LOGIN not in Path(f"/proc/{flower.pid}/cmdline").read_text()
+
+    # kcap's own metrics: each worker process serves what it did.
+    routed = scrape(f"http://127.0.0.1:{route_port}/metrics")
+    assert value(routed, "kcap_images_routed_total", outcome="output") == 5
+    assert value(routed, "kcap_images_routed_total", outcome="clip_failed") == 0
+    assert value(routed, "kcap_images_routed_total", outcome="errors") == 0
+    assert value(routed, "kcap_clip_score_count") == 5
+    assert value(routed, "kcap_clip_score_sum") == pytest.approx(
+        sum(float(r["clip_score"]) for r in found["output"]), abs=1e-3
+    )
+    assert value(routed, "kcap_end_to_end_latency_seconds_count") == 5
+    assert value(routed, "kcap_worker_info", worker=f"route@{HOST}", role="route") == 1
+    captioned = scrape(f"http://127.0.0.1:{caption_port}/metrics")
+    assert value(captioned, "kcap_images_captioned_total") == 5
+    assert value(captioned, "kcap_batch_size_sum") == 5
+    assert 1 <= value(captioned, "kcap_batch_size_count") <= 5
+    assert value(captioned, "kcap_batch_seconds_count") == value(captioned, "kcap_batch_size_count")
+    assert value(captioned, "kcap_batch_failures_total") == 0
+    assert value(captioned, "kcap_gpu_memory_allocated_bytes") == 0  # a CPU worker
+    assert value(captioned, "kcap_worker_info", worker=f"cpu@{HOST}", device="cpu") == 1
+
+    # kcap status agrees.
+    report = kcap_status({**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)})
+    assert report["outcomes"] == {"output": 5, "clip_failed": 0, "errors": 0}
+    assert report["routed"] == 5 and report["in_flight"] == 0 and report["unacked"] == 0
+    assert report["queues"] == {
+        "caption": {"waiting": 0, "held_by_workers": 0},
+        "route": {"waiting": 0, "held_by_workers": 0},
+    }
+    assert report["images_per_s"] > 0 and report["eta_s"] == 0.0
+    assert "redis://" in str(report["broker"])
+
+
+def test_flower_off_loopback_refuses_to_start_without_a_login(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    settings = make_settings(broker_url=redis_url)
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
+    env.pop("KCAP_FLOWER_BASIC_AUTH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", "flower", "--flower-address", "0.0.0.0"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refusing to start Flower on 0.0.0.0 without a password" in done.stderr
+    assert "KCAP_FLOWER_BASIC_AUTH" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_flower_off_loopback_asks_for_the_login_and_keeps_it_off_the_command_line(
+    make_settings: Callable[..., Settings], redis_url: str, procs: Processes
+) -> None:
+    settings = make_settings(broker_url=redis_url)
+    port = free_port()
+    flower = procs.kcap(
+        "flower",
+        "--flower-address",
+        "0.0.0.0",
+        "--flower-port",
+        str(port),
+        settings=settings,
+        extra_env={"KCAP_FLOWER_BASIC_AUTH": LOGIN},
+    )
+    wait_for(_flower_is_up(port), timeout_s=60, what="Flower up", logs=procs.tail)
+    base = f"http://127.0.0.1:{port}"
+    assert http_get(f"{base}/")[0] == 401
+    assert http_get(f"{base}/api/workers")[0] == 401
+    assert http_get(f"{base}/", auth="kcap-test:wrong")[0] == 401
+    assert http_get(f"{base}/", auth=LOGIN)[0] == 200
+    password = LOGIN.split(":", 1)[1]
+    cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes().decode()
+    assert "flower" in cmdline and password not in cmdline
+    assert password not in procs.logs()
+
+
+def test_kcap_status_finds_the_embedded_broker_of_kcap_up(
+    make_settings: Callable[..., Settings], procs: Processes
+) -> None:
+    settings = make_settings(threshold=1000.0)  # every image fails the CLIP check
+    assert settings.broker_url is None and settings.state_dir is not None
+    _drop(settings, 3, seed=43)
+    procs.kcap("up", "--no-flower", settings=settings)
+    broker_file = settings.state_dir / "broker_url"
+    wait_for(broker_file.exists, timeout_s=60, what="kcap up's broker_url file", logs=procs.tail)
+    wait_for(lambda: len(routed_sources(settings)) >= 3, timeout_s=120, what="3 routed", logs=procs.tail)
+
+    # Only the state folder: no broker URL anywhere in the environment.
+    env = {k: v for k, v in os.environ.items() if k != "KCAP_BROKER_URL"}
+    env.update(PYTHONPATH=str(REPO), KCAP_STATE_DIR=str(settings.state_dir))
+    wait_for(lambda: kcap_status(env)["routed"] == 3, timeout_s=20, what="status counts 3", logs=procs.tail)
+    report = kcap_status(env)
+    assert report["outcomes"] == {"output": 0, "clip_failed": 3, "errors": 0}
+    assert report["in_flight"] == 0 and report["eta_s"] == 0.0
+    text = subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", "status"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert text.returncode == 0, text.stderr
+    assert "clip-failed 3" in text.stdout and "queue       caption: 0 waiting" in text.stdout
+
+
+def test_kcap_status_without_any_broker_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KCAP_BROKER_URL", raising=False)
+    assert main(["status", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "KCAP_BROKER_URL" in err and "kcap up" in err and str(tmp_path / "broker_url") in err
