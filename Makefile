@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # The CPU build that lies on this disk; a plain `torch` would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install lint mypy test test-slow bench bench-gpu soak clean
+.PHONY: install browser lint mypy test test-slow bench bench-gpu soak clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Headless Chromium renders the report gallery in its test; where it cannot be installed
+# (no root, no apt) that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1; } || \
+		echo "chromium not installed: the browser test will skip"
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -23,7 +30,7 @@ lint: install
 mypy: install
 	$(VENV)/bin/mypy
 
-test: install lint mypy
+test: install browser lint mypy
 	$(VENV)/bin/pytest -q
 
 test-slow: install
@@ -34,6 +41,9 @@ bench: install
 
 bench-gpu: install
 	$(PY) tests/benchmarks/gpu_bench.py
+
+soak: install
+	$(PY) -m tests.soak.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

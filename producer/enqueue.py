@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from celery import Celery
 
 from producer.scan import find_done
@@ -37,6 +39,7 @@ class Enqueuer:
         self.app = app
         self.inflight = inflight
         self.root, _ = settings.require_folders()
+        self._unsent: set[str] = set()  # claimed by us, publish failed
 
     def offer(self, path: Path, rel_path: str) -> Enqueued:
         """Enqueue path unless it is done or already in flight."""
@@ -60,15 +63,39 @@ class Enqueuer:
         job_id = job_id_for(rel_path, sha)
         # A cheap early look, so that a restart over a done backlog never waits for room.
         if find_done(self.settings, rel_path, sha, job_id) is not None:
+            self.inflight.discard(job_id)  # a claim leaked by a crash would block a slot forever
             return Enqueued("done", job_id)
         self._wait_for_room()
-        if not self.inflight.try_add(job_id):
-            return Enqueued("in_flight", job_id)
+        if not self.inflight.try_add(job_id) and job_id not in self._unsent:
+            age = self.inflight.age(job_id)
+            if age is None or age < self.settings.stale_claim_s:
+                return Enqueued("in_flight", job_id)
+            # Claimed long ago and still not routed: its message was lost (a publish that
+            # failed, a Redis that kept nothing). Sending it again is safe: routing is idempotent.
+            log.warning(
+                "job %s (%s): claimed %.0fs ago and never routed; sending it again", job_id, rel_path, age
+            )
+            self.inflight.refresh(job_id)
         # Claim, then look again: the route task writes the record before it frees the claim,
         # so a job that finished while we waited for room is seen here and not sent twice.
         if find_done(self.settings, rel_path, sha, job_id) is not None:
             self.inflight.discard(job_id)
             return Enqueued("done", job_id)
+        try:
+            sent = self._send(job_id, rel_path, sha, data, stat.st_mtime if refusal == "" else 0.0, refusal)
+        except BaseException:
+            # Not sent (Redis down): our claim may outlive this attempt in the append-only
+            # file, so remember that it is ours and send it when the file comes round again.
+            self._unsent.add(job_id)
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                self.inflight.discard(job_id)
+            raise
+        self._unsent.discard(job_id)
+        return sent
+
+    def _send(
+        self, job_id: str, rel_path: str, sha: str, data: bytes, mtime: float, refusal: str
+    ) -> Enqueued:
         if refusal:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
@@ -79,7 +106,7 @@ class Enqueuer:
                 rel_path=rel_path,
                 content_sha256=sha,
                 size=len(data),
-                mtime=stat.st_mtime,
+                mtime=mtime,
                 image_b64=Job.encode_bytes(data),
                 prompts=self.settings.prompts,
                 max_new_tokens=self.settings.max_new_tokens,

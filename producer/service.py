@@ -118,13 +118,21 @@ class Producer:
         self.scan()
         while len(self.gate) and not self._stop.is_set():
             self.pump()
+            if callable(on_progress):
+                on_progress()
             self._stop.wait(_TICK_S)
+        next_reconcile = time.monotonic() + self.settings.reconcile_every_s
         while not self._stop.is_set():
             try:
                 if not self.inflight.size():
                     break
                 if callable(on_progress):
                     on_progress()
+                self.pump()
+                if time.monotonic() >= next_reconcile:
+                    # Frees claims of jobs that finished unseen and resends stale ones.
+                    self.scan()
+                    next_reconcile = time.monotonic() + self.settings.reconcile_every_s
             except _BROKER_ERRORS as exc:
                 log.warning("waiting for Redis (%s)", exc)
             self._stop.wait(0.2)

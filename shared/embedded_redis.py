@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 
 from shared.errors import BrokerError
+from shared.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class EmbeddedRedis:
             # Passed on stdin-free config line would be nicer, but redis-server has no such
             # option; the process list is local to this host and the test machine.
             args += ["--requirepass", self.password]
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent()
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url)
         while time.monotonic() < deadline:
@@ -99,6 +102,9 @@ class EmbeddedRedis:
                 client.close()
         self.stop()
         raise BrokerError(f"redis-server did not answer within {timeout_s}s")
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None

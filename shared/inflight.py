@@ -41,6 +41,14 @@ class InFlight:
     def contains(self, job_id: str) -> bool:
         return self._redis.zscore(self._key, job_id) is not None
 
+    def age(self, job_id: str) -> float | None:
+        """Seconds since the job was claimed, or None when it is not in flight."""
+        claimed = self._redis.zscore(self._key, job_id)
+        return None if claimed is None else time.time() - float(claimed)
+
+    def refresh(self, job_id: str) -> None:
+        self._redis.zadd(self._key, {job_id: time.time()}, xx=True)
+
     def size(self) -> int:
         return int(self._redis.zcard(self._key))
 

@@ -605,3 +605,21 @@ def tiny_images(n: int, *, seed: int = 0, size: tuple[int, int] = (64, 48)) -> l
                 draw.ellipse(box, fill=fill)
         images.append(image)
     return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.modelfactory DIR`: tiny models for the README quickstart."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build random Kosmos-2 and CLIP checkpoints offline.")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
+    args = parser.parse_args(argv)
+    kosmos = build_kosmos2(args.out_dir / "kosmos2", preset=args.preset)
+    clip = build_clip(args.out_dir / "clip", preset=args.preset if args.preset != "small" else "tiny")
+    print(f"--caption-model {kosmos} --clip-model {clip}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -166,21 +166,7 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
                 delay,
             )
             raise self.retry(exc=exc, countdown=delay) from exc
-        try:
-            if routed.newly_placed:
-                inflight.record_outcome(result.job_id, routed.outcome)
-            else:
-                inflight.discard(result.job_id)
-        except redis.exceptions.RedisError as exc:
-            # The files are placed; a redelivery finds them and frees the in-flight slot.
-            attempt = self.request.retries + 1
-            log.warning(
-                "job %s: placed, but Redis is unreachable (%s); attempt %d, retrying",
-                result.job_id,
-                exc,
-                attempt,
-            )
-            raise self.retry(exc=exc, countdown=2) from exc
+        _free_claim(inflight, result.job_id, routed.outcome if routed.newly_placed else None)
         observe_routed(
             routed.outcome,
             score=result.score,
@@ -197,6 +183,35 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
         return routed.outcome
 
     return route
+
+
+def _free_claim(inflight: InFlight, job_id: str, outcome: str | None, *, patience_s: float = 120.0) -> None:
+    """Count the outcome and free the producer's claim, waiting out a Redis restart.
+
+    The files are already placed, so this is retried here rather than by re-publishing the
+    task (a re-publish needs the same Redis). If Redis stays away, the claim stays too and
+    the producer's stale-claim check frees it later; nothing is lost either way.
+    """
+    deadline = time.monotonic() + patience_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            if outcome is not None:
+                inflight.record_outcome(job_id, outcome)
+            else:
+                inflight.discard(job_id)
+            return
+        except redis.exceptions.RedisError as exc:
+            if time.monotonic() >= deadline:
+                log.error(
+                    "job %s: placed, but could not free its claim after %d attempts: %s", job_id, attempt, exc
+                )
+                return
+            log.warning(
+                "job %s: placed, but Redis is unreachable (%s); attempt %d, retrying", job_id, exc, attempt
+            )
+            time.sleep(min(2.0, 0.2 * attempt))
 
 
 def worker_name(prefix: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Log lines say which kcap process wrote them ("kcap-router"), not "MainProcess".
+    multiprocessing.current_process().name = f"kcap-{args.command}"
     configure_logging(args.log_level)
     try:
         return int(args.handler(args) or 0)

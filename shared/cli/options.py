@@ -23,8 +23,30 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--input-mode",), "input_mode", {"choices": ["copy", "move"], "help": "copy (default) or move inputs"}),
     (("--caption-model",), "caption_model", {"help": "Kosmos-2 hub id or local folder"}),
     (("--clip-model",), "clip_model", {"help": "CLIP hub id or local folder"}),
-    (("--prompt",), "prompt", {"help": "instruction prompt for Kosmos-2"}),
+    (
+        ("--prompt",),
+        "prompt",
+        {
+            "action": "append",
+            "help": "preset (detailed, brief, grounded-detailed) or free text; repeat it to caption "
+            "with several prompts, the best CLIP score wins",
+        },
+    ),
     (("--max-new-tokens",), "max_new_tokens", {"type": int, "help": "caption length cap (128)"}),
+    (("--num-beams",), "num_beams", {"type": int, "help": "beam search width (1: greedy)"}),
+    (("--repetition-penalty",), "repetition_penalty", {"type": float, "help": "1.0: none"}),
+    (("--no-repeat-ngram-size",), "no_repeat_ngram_size", {"type": int, "help": "0: off"}),
+    (("--strip-openings",), "strip_openings", {"help": "|-separated openings to strip from captions"}),
+    (("--caption-ext",), "caption_ext", {"help": "caption file extension (.txt)"}),
+    (("--caption-prefix",), "caption_prefix", {"help": "text before every caption, e.g. a trigger word"}),
+    (("--caption-suffix",), "caption_suffix", {"help": "text after every caption"}),
+    (
+        ("--existing",),
+        "existing",
+        {"choices": ["skip", "overwrite", "append", "prepend"], "help": "a caption kcap did not write"},
+    ),
+    (("--metrics-port",), "metrics_port", {"type": int, "help": "Prometheus port per process (0: off)"}),
+    (("--stop-timeout-s",), "stop_timeout_s", {"type": float, "help": "warm shutdown limit (30)"}),
     (("--threshold",), "threshold", {"type": float, "help": "CLIP score under which images fail (15)"}),
     (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
     (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
@@ -33,6 +55,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--stable-after-s",), "stable_after_s", {"type": float, "help": "seconds a file must be still (1.0)"}),
     (("--max-in-flight",), "max_in_flight", {"type": int, "help": "cap on queued jobs (256)"}),
     (("--reconcile-every-s",), "reconcile_every_s", {"type": float, "help": "rescan period (60)"}),
+    (
+        ("--stale-claim-s",),
+        "stale_claim_s",
+        {"type": float, "help": "resend a job unrouted this long (1800)"},
+    ),
     (("--poll-interval-s",), "poll_interval_s", {"type": float, "help": "polling observer period (1.0)"}),
     (("--max-file-bytes",), "max_file_bytes", {"type": int, "help": "largest input file (64 MiB)"}),
     (("--max-pixels",), "max_pixels", {"type": int, "help": "largest image in pixels (100M)"}),
@@ -46,6 +73,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--polling", "polling", True, "poll the folder instead of OS events (network filesystems)"),
     ("--no-recursive", "recursive", False, "watch only the top folder"),
     ("--follow-symlinks", "follow_symlinks", True, "accept symlinks pointing outside the input folder"),
+    ("--trim-partial", "trim_partial", True, "cut a last sentence that the token limit cut short"),
 ]
 
 
@@ -59,4 +87,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     names = {dest for _, dest, _ in _FLAGS} | {dest for _, dest, _, _ in _SWITCHES}
-    return Settings.build(**{name: getattr(args, name, None) for name in names})
+    values = {name: getattr(args, name, None) for name in names}
+    prompts = values.get("prompt")
+    if isinstance(prompts, list):
+        values["prompt"] = "\n".join(prompts)
+    return Settings.build(**values)

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import Any
 
+import redis
+
 from shared.inflight import InFlight
 
 log = logging.getLogger("kcap.progress")
@@ -28,6 +30,13 @@ class Progress:
             self._live.start()
 
     def _line(self) -> str:
+        try:
+            return self._counts_line()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # Redis restarting: the stack keeps running, the line says why it is stale.
+            return f"waiting for Redis ({type(exc).__name__})"
+
+    def _counts_line(self) -> str:
         counts = self.inflight.counts()
         in_flight = self.inflight.size()
         rate = self.inflight.rate()

@@ -18,6 +18,7 @@ from shared.cli.flower import flower_command
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.procs import ProcessGroup
 from shared.embedded_redis import EmbeddedRedis
+from shared.errors import BrokerError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ class Stack:
             raise
         return self
 
+    def keep_alive(self) -> None:
+        """Restart dead children, the embedded Redis included (same port, same AOF)."""
+        if self.redis is not None and not self.redis.alive():
+            log.error("the embedded Redis exited; restarting it from its append-only file")
+            try:
+                self.redis.start()
+            except BrokerError as exc:
+                log.error("cannot restart the embedded Redis yet (%s); trying again", exc)
+        self.group.poll()
+
     def __exit__(self, *exc: object) -> None:
         self.group.stop()
         if self.redis is not None:
@@ -104,7 +115,7 @@ def run_up(args: argparse.Namespace) -> int:
         progress = Progress(producer.inflight)
         try:
             while not stop.wait(0.5):
-                stack.group.poll()
+                stack.keep_alive()
                 progress.tick()
                 if not thread.is_alive():
                     log.error("the producer stopped unexpectedly; shutting down")
@@ -130,7 +141,7 @@ def run_backlog(args: argparse.Namespace) -> int:
         progress = Progress(producer.inflight)
 
         def on_progress() -> None:
-            stack.group.poll()
+            stack.keep_alive()
             progress.tick()
 
         stats = producer.run_backlog(on_progress=on_progress)
@@ -140,6 +151,12 @@ def run_backlog(args: argparse.Namespace) -> int:
 
 
 def _make_folders(settings: Settings) -> None:
-    for folder in (settings.output_dir, settings.clip_failed_dir, settings.errors_dir, settings.state_dir):
+    for folder in (
+        settings.input_dir,
+        settings.output_dir,
+        settings.clip_failed_dir,
+        settings.errors_dir,
+        settings.state_dir,
+    ):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)

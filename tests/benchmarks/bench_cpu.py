@@ -340,7 +340,7 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
         return images / wall_s if wall_s > 0 else float("nan")
 
     def row(
-        label: str, batch: object, images: float, wall_s: float, cpu_s: float, load: str, rss: str
+        label: str, batch: object, images: float, wall_s: float, cpu_s: float | None, load: str, rss: str
     ) -> float:
         speed = ips(images, wall_s)
         rows.append(
@@ -351,7 +351,7 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
                 f"{wall_s:.1f}",
                 f"{speed:.2f}",
                 f"{speed / base_ips:.2f}x",
-                f"{1000 * cpu_s / images:.0f}" if images else "-",
+                f"{1000 * cpu_s / images:.0f}" if images and cpu_s is not None else "-",
                 load,
                 rss,
             ]
@@ -403,6 +403,19 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
         load_of(c),
         rss_c,
     )
+    phases = runs["all"]["phases"]
+    steady = 0.0
+    if phases:
+        # The first batch routes at once; the rest route between first and last.
+        steady = row(
+            "(c) kcap run, steady: first -> last routed",
+            e2e_bs,
+            c["images"] - e2e_bs,
+            phases["first_to_last_routed_s"],
+            None,
+            load_of(c),
+            rss_c,
+        )
     headers = [
         "path",
         "batch",
@@ -427,13 +440,12 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
         lines.append(f"b/a (batch {bs}): {speed / base_ips:.2f}x")
     lines.append(
         f"c/b (batch {e2e_bs}): raw {raw / b_ref:.2f}, net of empty run {net / b_ref:.2f}, "
-        f"marginal {marginal / b_ref:.2f}   (target >= 0.9)"
+        f"marginal {marginal / b_ref:.2f}, steady {steady / b_ref:.2f}   (target >= 0.9)"
     )
     lines.append(
         f"kcap run start-up: empty run {runs['empty']['wall_s']:.1f}s; "
         f"one batch ({runs['one batch']['routed']} images) {runs['one batch']['wall_s']:.1f}s"
     )
-    phases = runs["all"]["phases"]
     if phases:
         lines.append(
             f"kcap run phases ({c['images']} images): start -> first routed "

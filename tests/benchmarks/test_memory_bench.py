@@ -20,7 +20,9 @@ def test_full_models_fp32_vs_bf16(tmp_path: Path) -> None:
     print()
     print(memory_bench.render(report))
     fp32, bf16 = report["float32"], report["bfloat16"]
-    assert 1.5e9 < fp32["kosmos2_params"] < 1.8e9 and 0.4e9 < fp32["clip_params"] < 0.45e9
+    # Kosmos-2: 1.66 B plus the 0.13 B output head that the factory unties.
+    assert 1.6e9 < fp32["kosmos2_params"] < 1.9e9
+    assert 0.4e9 < fp32["clip_params"] < 0.45e9
     for name in ("kosmos2_bytes", "clip_bytes"):
         assert bf16[name] * 2 == pytest.approx(fp32[name], rel=0.01)
     assert fp32["caption_words"] == bf16["caption_words"] == report["new_tokens"]

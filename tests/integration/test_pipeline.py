@@ -97,3 +97,30 @@ def test_kcap_run_processes_the_backlog_exits_and_a_restart_skips_what_is_done(
     again = records(settings)
     assert len(again["clip_failed"]) == 6
     assert {r["_path"]: r["routed_at"] for r in again["clip_failed"]} == stamps  # nothing redone
+
+
+def test_several_prompts_each_get_a_score_and_the_best_routes(
+    make_settings: Callable[..., Settings], procs: Processes
+) -> None:
+    settings = make_settings(
+        threshold=-1000.0, prompt="brief\ndetailed", caption_prefix="kcap, ", caption_ext=".caption"
+    )
+    assert settings.input_dir is not None and settings.output_dir is not None
+    for i, image in enumerate(tiny_images(3, seed=17)):
+        (settings.input_dir / f"p{i}.png").write_bytes(image_bytes(image))
+    run = _run(settings, procs)
+    assert run.returncode == 0, run.stdout
+    found = records(settings)["output"]
+    assert len(found) == 3
+    for record in found:
+        captions = record["captions"]
+        assert isinstance(captions, list) and len(captions) == 2
+        assert [c["prompt"] for c in captions] == settings.prompts
+        best = max(captions, key=lambda c: c["clip_score"])
+        assert record["clip_score"] == best["clip_score"]
+        assert record["caption"] == best["caption"]
+        assert record["text"] == "kcap, " + str(best["caption"])
+        sidecar = Path(str(record["_path"])).with_suffix(".caption")
+        assert sidecar.read_text().strip() == record["text"]
+    metadata = (settings.output_dir / "metadata.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["file_name"] for line in metadata) == ["p0.png", "p1.png", "p2.png"]

@@ -20,7 +20,10 @@ What it does, in order:
    the same stem and another extension) and re-touches (a file already dropped is rewritten
    with identical bytes, or only has its mtime bumped).
 4. Chaos, while work remains and for at most --minutes: SIGKILL one random
-   `kcap worker-process` (found through /proc under `kcap up`) every 20-40 s; once, when
+   `kcap worker-process` (found through /proc under `kcap up`) 20-40 s after a worker process
+   is (back) up; the clock starts at the respawn because kcap's restart back-off (1 s doubling
+   to 60 s) resets only after a child stayed up 60 s, so at a fixed 20-40 s clock the back-off
+   climbs to 60 s and the soak would kill mostly loading workers; once, when
    about a third of the inputs are routed, stop the embedded redis-server that `kcap up`
    spawned (SIGTERM, or SIGKILL with --redis-signal KILL), watch for --redis-down-s seconds
    whether kcap notices or restarts it (it does not: that is reported), then start a
@@ -306,6 +309,8 @@ class Soak:
         self.kill_gaps: list[float] = []
         self.stopped = False
         self.pending_kill: tuple[int, float] | None = None
+        self.next_kill = 0.0
+        self.url: str | None = None
         self.inflight_left: int | str = "?"
 
     # -- reporting --------------------------------------------------------------------------
@@ -397,10 +402,12 @@ class Soak:
         self.say(f"kcap up started (pid {self.kcap.pid}); its log: {self.log_path}")
 
     def broker_url(self) -> str | None:
+        """The embedded broker's URL; remembered, because kcap up deletes the file on exit."""
         try:
-            return (self.state / "broker_url").read_text().strip() or None
+            self.url = (self.state / "broker_url").read_text().strip() or self.url
         except OSError:
-            return None
+            pass
+        return self.url
 
     def wait_for_stack(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -516,6 +523,9 @@ class Soak:
         if any(p != pid for p in self.workers()):
             self.kill_gaps.append(time.monotonic() - killed_at)
             self.pending_kill = None
+            # The next kill is 20-40 s after a worker is back: kcap's restart back-off doubles up
+            # to 60 s unless a child stayed up 60 s, so a fixed clock would kill loading workers.
+            self.next_kill = time.monotonic() + self.rng.uniform(self.args.kill_min_s, self.args.kill_max_s)
 
     def restart_redis(self) -> None:
         """Stop the redis-server kcap up spawned; see whether kcap reacts; start one again."""
@@ -604,7 +614,7 @@ class Soak:
         chaos_end = chaos_start + a.minutes * 60
         dropper = threading.Thread(target=self.dropper, args=(actions,), name="dropper", daemon=True)
         dropper.start()
-        next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
+        self.next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
         redis_done = a.no_redis_restart
         next_report = 0.0
         accounted = 0
@@ -619,9 +629,9 @@ class Soak:
                 break
             now = time.monotonic()
             self.check_respawn()
-            if not a.no_kills and now >= next_kill:
+            if not a.no_kills and now >= self.next_kill and self.pending_kill is None:
                 self.kill_a_worker()
-                next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
+                self.next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
             if not redis_done and accounted >= n_inputs * a.redis_restart_at:
                 redis_done = True
                 self.restart_redis()
@@ -812,8 +822,8 @@ class Soak:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.soak.soak", description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=2000, help="distinct inputs to drop (2000)")
-    p.add_argument("--minutes", type=float, default=30, help="cap on the chaos phase (30)")
-    p.add_argument("--drop-seconds", type=float, default=420, help="spread the drops over this long (420)")
+    p.add_argument("--minutes", type=float, default=12, help="cap on the chaos phase (12)")
+    p.add_argument("--drop-seconds", type=float, default=300, help="spread the drops over this long (300)")
     p.add_argument("--drain-timeout-s", type=float, default=300, help="wait for stragglers after chaos (300)")
     p.add_argument("--settle-s", type=float, default=None, help="wait for late duplicates (visibility + 5)")
     p.add_argument("--seed", type=int, default=4)

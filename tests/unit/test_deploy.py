@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import inspect
 import io
 import json
 import re
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 
 from shared.cli.main import build_parser
-from shared.cli.procs import ProcessGroup
 from shared.settings import Settings
 
 yaml = pytest.importorskip("yaml")
@@ -32,7 +30,7 @@ MARKDOWN_FILES = sorted(DEPLOY.rglob("*.md"))
 K8S_FILES = sorted((DEPLOY / "k8s").rglob("*.yaml"))
 SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash"}
 # How long `kcap worker` gives a Celery child to finish its batch before SIGKILL.
-SUPERVISOR_STOP_S = inspect.signature(ProcessGroup.stop).parameters["timeout_s"].default
+SUPERVISOR_STOP_S = Settings().stop_timeout_s
 
 
 # -- collecting the kcap command lines that deploy files run ------------------------------

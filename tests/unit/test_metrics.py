@@ -1,0 +1,89 @@
+"""kcap's Prometheus metrics, in process: what counts, what does not, and the port rules."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+from prometheus_client import REGISTRY
+
+from shared import metrics
+from shared.errors import ConfigError
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_routed_image_counts_once_with_its_score_and_latency() -> None:
+    metrics.route_metrics()
+    before = (
+        _sample("kcap_images_routed_total", outcome="clip_failed"),
+        _sample("kcap_clip_score_count"),
+        _sample("kcap_clip_score_sum"),
+        _sample("kcap_end_to_end_latency_seconds_count"),
+    )
+    metrics.observe_routed("clip_failed", score=12.5, enqueued_at=1.0, newly_placed=True)
+    metrics.observe_routed("clip_failed", score=12.5, enqueued_at=1.0, newly_placed=False)  # redelivered
+    metrics.observe_routed("skipped", score=None, enqueued_at=1.0, newly_placed=False)
+    metrics.observe_routed("errors", score=None, enqueued_at=0.0, newly_placed=True)
+    after = (
+        _sample("kcap_images_routed_total", outcome="clip_failed"),
+        _sample("kcap_clip_score_count"),
+        _sample("kcap_clip_score_sum"),
+        _sample("kcap_end_to_end_latency_seconds_count"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 12.5, 1]
+    assert _sample("kcap_images_routed_total", outcome="output") == 0  # present from the start
+
+
+def test_timed_batches_counts_sizes_images_and_failures() -> None:
+    def run(key: str, items: list[int]) -> list[int]:
+        if key == "bad":
+            raise RuntimeError("device fell over")
+        return [i * 2 for i in items]
+
+    timed = metrics.timed_batches(run)
+    before = (
+        _sample("kcap_batch_size_sum"),
+        _sample("kcap_batch_seconds_count"),
+        _sample("kcap_images_captioned_total"),
+        _sample("kcap_batch_failures_total"),
+    )
+    assert timed("ok", [1, 2, 3]) == [2, 4, 6]
+    with pytest.raises(RuntimeError, match="device fell over"):
+        timed("bad", [1, 2])
+    after = (
+        _sample("kcap_batch_size_sum"),
+        _sample("kcap_batch_seconds_count"),
+        _sample("kcap_images_captioned_total"),
+        _sample("kcap_batch_failures_total"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [5, 2, 3, 1]
+    assert _sample("kcap_gpu_memory_allocated_bytes") == 0  # no CUDA here
+
+
+def test_the_port_comes_from_settings_or_the_environment() -> None:
+    assert metrics.metrics_port(None, {}) == 0
+    assert metrics.metrics_port(None, {"KCAP_METRICS_PORT": "9400"}) == 9400
+
+    class WithPort:
+        metrics_port = 9500
+
+    assert metrics.metrics_port(WithPort(), {"KCAP_METRICS_PORT": "9400"}) == 9500
+    for bad in ("nine", "70000"):
+        with pytest.raises(ConfigError, match="KCAP_METRICS_PORT"):
+            metrics.metrics_port(None, {"KCAP_METRICS_PORT": bad})
+    assert metrics.metrics_address({}) == "0.0.0.0"
+
+
+def test_a_taken_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    assert metrics.serve(role="route", worker="route@test", port=0) is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="shared.metrics"):
+            assert metrics.serve(role="route", worker="route@test", port=port, address="127.0.0.1") is None
+    assert "cannot serve metrics" in caplog.text and "route@test" in caplog.text
