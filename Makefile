@@ -43,7 +43,7 @@ bench-gpu: install
 	$(PY) tests/benchmarks/gpu_bench.py
 
 soak: install
-	$(PY) -m tests.soak.soak
+	$(PY) -m tests.soak.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -47,7 +47,7 @@ BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 def metrics_port(settings: object = None, environ: dict[str, str] | None = None) -> int:
     """The port to serve /metrics on; 0 means off. Settings.metrics_port wins when it exists."""
     value = getattr(settings, "metrics_port", None)
-    if value:
+    if value is not None:  # Settings already read KCAP_METRICS_PORT and --metrics-port
         return int(value)
     raw = (os.environ if environ is None else environ).get("KCAP_METRICS_PORT", "")
     if not raw:

@@ -97,6 +97,8 @@ class Settings:
     flower_basic_auth: str | None = field(default=None, repr=False)
     # Operations.
     metrics_port: int = 0  # 0: no Prometheus endpoint
+    metrics_address: str = "0.0.0.0"
+    name_prefix: str = ""  # worker names become <prefix>-gpu<N>@<host>
     stop_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:

@@ -85,6 +85,8 @@ class Engine:
         A GPU host does not know whether its jobs want scores (that is the storage host's
         clip-failed setting), so otherwise CLIP loads on the first job that asks for it.
         """
+        import transformers  # noqa: F401  (its lazy import is not model loading time)
+
         device = pick_device()
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()

@@ -67,7 +67,9 @@ class ProcessGroup:
         *,
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
-        stable_after_s: float = 60.0,
+        # Longer than a worker takes to load its models, so a worker that cannot start
+        # backs off, and one killed after it ran (OOM killer, preemption) comes back at once.
+        stable_after_s: float = 20.0,
         stop_timeout_s: float | None = None,
     ) -> None:
         self.children: list[Child] = []

@@ -19,6 +19,7 @@ from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.procs import ProcessGroup
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import BrokerError
+from shared.metrics import metrics_port
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ class Stack:
         try:
             env = _env(self.settings)
             me = [sys.executable, "-m", "shared.cli.main"]
-            self.group.start("caption workers", [*me, "worker"], env=env)
-            self.group.start("route worker", [*me, "router"], env=env)
+            # Each process serves its own /metrics: the router on the port, workers above it.
+            port = metrics_port(self.settings)
+            worker_env = {**env, "KCAP_METRICS_PORT": str(port + 1 if port else 0)}
+            self.group.start("caption workers", [*me, "worker"], env=worker_env)
+            self.group.start("route worker", [*me, "router"], env={**env, "KCAP_METRICS_PORT": str(port)})
             if self.flower:
                 argv, flower_env = flower_command(self.settings)
                 self.group.start("flower", argv, env=flower_env)
@@ -79,7 +83,8 @@ class Stack:
         self.group.poll()
 
     def __exit__(self, *exc: object) -> None:
-        self.group.stop()
+        # Longer than the supervisors give their own children, so they finish warmly first.
+        self.group.stop(timeout_s=self.settings.stop_timeout_s + 10)
         if self.redis is not None:
             self.redis.stop()
             broker_file(self.settings).unlink(missing_ok=True)

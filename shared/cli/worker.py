@@ -37,10 +37,17 @@ def add_parsers(commands: Any) -> None:
     one.add_argument("--name", default=None, help="Celery node name, e.g. gpu0@host")
     one.set_defaults(handler=run_one)
 
-    router = commands.add_parser("router", help="route worker: files results into the folders")
+    router = commands.add_parser("router", help="route worker: files results into the folders (supervised)")
     add_settings_arguments(router)
-    router.add_argument("--concurrency", type=int, default=4)
-    router.set_defaults(handler=run_router)
+    router.add_argument("--concurrency", type=int, default=4, help="route threads (4)")
+    router.set_defaults(handler=run_router_supervisor)
+
+    router_one = commands.add_parser(
+        "router-process", help="one route worker process (used by `kcap router`)"
+    )
+    add_settings_arguments(router_one)
+    router_one.add_argument("--concurrency", type=int, default=4, help="route threads (4)")
+    router_one.set_defaults(handler=run_router)
 
 
 def resolve_gpus(spec: str) -> list[int | None]:
@@ -144,6 +151,17 @@ def run_one(args: argparse.Namespace) -> int:
     serve_metrics(role="caption", worker=name, port=metrics_port(settings))
     run_caption_worker(settings, name=name)
     return 0
+
+
+def run_router_supervisor(args: argparse.Namespace) -> int:
+    """The route worker under a supervisor: a Celery worker can die on a Redis outage
+    (a kombu bug on reconnect), and the storage host must not stop filing results."""
+    settings = settings_from_args(args)
+    settings.require_folders()
+    group = ProcessGroup(stop_timeout_s=_stop_timeout_s(settings))
+    argv = [sys.executable, "-m", "shared.cli.main", "router-process", "--concurrency", str(args.concurrency)]
+    group.start(route_node_name(settings), argv, env={**os.environ, **settings.to_env()})
+    return supervise(group)
 
 
 def run_router(args: argparse.Namespace) -> int:

@@ -38,9 +38,8 @@ def test_load_dataset_imagefolder_reads_every_routed_image_with_its_caption(
         (settings.input_dir / rel).write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
         caption = f"caption number {i}"
-        result = Result(
-            job_id=job_id_for(rel, sha), rel_path=rel, content_sha256=sha, ok=True, caption=caption, score=20.0
-        )
+        job_id = job_id_for(rel, sha)
+        result = Result(job_id=job_id, rel_path=rel, content_sha256=sha, ok=True, caption=caption, score=20.0)
         router.route(result)
         router.route(result)  # a retry must not add a second row
         expected[rel] = f"kcap, {caption}"

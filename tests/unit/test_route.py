@@ -74,7 +74,9 @@ def test_redelivery_routes_once(roots: Settings) -> None:
     first = router.route(_result("a.jpg", b"x"))
     again = router.route(_result("a.jpg", b"x"))
     assert first.newly_placed and not again.newly_placed
-    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]  # type: ignore[union-attr]
+    out = roots.output_dir
+    assert out is not None
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]
 
 
 def test_a_crash_between_caption_and_record_is_completed_on_redelivery(roots: Settings) -> None:
@@ -86,7 +88,9 @@ def test_a_crash_between_caption_and_record_is_completed_on_redelivery(roots: Se
     again = router.route(_result("a.jpg", b"x"))
     assert again.newly_placed
     assert json.loads(record.read_text())["source"] == "a.jpg"
-    assert sorted(p.name for p in roots.output_dir.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]  # type: ignore[union-attr]
+    out = roots.output_dir
+    assert out is not None
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "a.txt", "metadata.jsonl"]
 
 
 def test_same_stem_different_extensions_never_overwrite(roots: Settings) -> None:
