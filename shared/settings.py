@@ -82,8 +82,9 @@ class Settings:
     polling: bool = False
     poll_interval_s: float = 1.0
     reconcile_every_s: float = 60.0
-    # A claim this old whose job never got routed is taken as lost and sent again.
-    stale_claim_s: float = 1800.0
+    # A claim this old whose job never got routed is taken as lost and sent again (a worker
+    # killed between Redis handing it a job and recording it as unacknowledged loses it).
+    stale_claim_s: float = 600.0
     # Caps so that one input cannot exhaust a worker's memory.
     max_file_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 100_000_000

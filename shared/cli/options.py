@@ -58,7 +58,7 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (
         ("--stale-claim-s",),
         "stale_claim_s",
-        {"type": float, "help": "resend a job unrouted this long (1800)"},
+        {"type": float, "help": "resend a job unrouted this long (600)"},
     ),
     (("--poll-interval-s",), "poll_interval_s", {"type": float, "help": "polling observer period (1.0)"}),
     (("--max-file-bytes",), "max_file_bytes", {"type": int, "help": "largest input file (64 MiB)"}),

@@ -360,6 +360,7 @@ class Soak:
             "KCAP_THRESHOLD": str(a.threshold),
             "KCAP_RECONCILE_EVERY_S": str(a.reconcile_every_s),
             "KCAP_MAX_IN_FLIGHT": str(a.max_in_flight),
+            "KCAP_STALE_CLAIM_S": str(a.stale_claim_s),
             "KCAP_GPUS": a.gpus,
             "KCAP_LOG_LEVEL": "INFO",
         }
@@ -841,6 +842,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=-42.0, help="CLIP threshold (-42 splits the tiny CLIP)")
     p.add_argument("--reconcile-every-s", type=float, default=60)
     p.add_argument("--max-in-flight", type=int, default=256)
+    p.add_argument(
+        "--stale-claim-s",
+        type=float,
+        default=120,
+        help="resend a job claimed this long ago and never routed (120; kcap's default is 600)",
+    )
     p.add_argument("--gpus", default="auto")
     p.add_argument("--no-flower", action="store_true")
     p.add_argument("--startup-timeout-s", type=float, default=180)
