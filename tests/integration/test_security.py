@@ -5,6 +5,7 @@ and the file-size cap. The processes are shared by the module's tests (one model
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import time
@@ -251,8 +252,12 @@ def test_route_messages_cannot_write_or_read_outside_the_roots(secured: Secured)
         assert "refused path" in line, line
     assert not Path("/tmp/kcap-escape.jpg").exists()
     after = _snapshot(base, skip=("logs", "redis"))
-    created = sorted(set(after) - set(before))
-    changed = sorted(k for k in before if after.get(k) != before[k])
+    # metadata.jsonl gains the genuine image's line (checked below), nothing else.
+    metadata = "captioned/metadata.jsonl"
+    created = sorted(set(after) - set(before) - {metadata})
+    changed = sorted(k for k in before if after.get(k) != before[k] and k != metadata)
+    lines = (secured.base / metadata).read_text().splitlines()
+    assert [json.loads(line)["file_name"] for line in lines if "genuine" in line] == [".manual/genuine.jpg"]
     # Only the genuine message's files, and its input, are new; nothing else changed.
     assert created == [
         "captioned/.manual",
