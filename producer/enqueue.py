@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from producer.scan import find_done
+from producer.scan import find_done, find_done_by_stat
 from shared.celery_app import CAPTION_TASK, ROUTE_TASK
 from shared.inflight import InFlight
 from shared.messages import Job, Result
@@ -45,6 +45,10 @@ class Enqueuer:
         """Enqueue path unless it is done or already in flight."""
         try:
             stat = os.stat(path)
+            if not path.is_symlink() and find_done_by_stat(
+                self.settings, rel_path, stat.st_size, stat.st_mtime_ns
+            ):
+                return Enqueued("done")  # routed before, unchanged since: not even read
             refusal = self._refusal(path, stat.st_size)
             data = b"" if refusal else _read_capped(path, self.settings.max_file_bytes)
             if data is None:  # grew past the cap after the stat

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from shared.imagetypes import looks_like_image
-from shared.naming import candidate_error_placements, candidate_placements, is_ignored_name
-from shared.records import record_job_id
+from shared.naming import RECORD_EXT, candidate_error_placements, candidate_placements, is_ignored_name
+from shared.records import read_json, record_job_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,4 +85,27 @@ def find_done(settings: Settings, rel_path: str, content_sha256: str, job_id: st
         for placement in candidate_error_placements(errors, name, content_sha256, job_id):
             if record_job_id(placement.record) == job_id:
                 return placement.record
+    return None
+
+
+def find_done_by_stat(settings: Settings, rel_path: str, size: int, mtime_ns: int) -> Path | None:
+    """A record at the plain name for this very file (same source, size and mtime), if any.
+
+    Lets a restart over a large done backlog skip reading and hashing every input. A file
+    rewritten with the same size and its mtime set back is taken as unchanged, as rsync does.
+    """
+    parent_parts = rel_path.split("/")[:-1]
+    name = rel_path.split("/")[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    for root in (settings.output_dir, settings.clip_failed_dir):
+        if root is None:
+            continue
+        record = read_json(root.joinpath(*parent_parts, f"{stem}{RECORD_EXT}"))
+        if (
+            record is not None
+            and record.get("source") == rel_path
+            and record.get("source_size") == size
+            and record.get("source_mtime_ns") == mtime_ns
+        ):
+            return root.joinpath(*parent_parts, f"{stem}{RECORD_EXT}")
     return None

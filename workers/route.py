@@ -90,13 +90,15 @@ class Router:
             if finished:
                 self._ensure_metadata(outcome, placement, result)
                 return Routed(outcome, placement, newly_placed=False, note="already routed")
-            if not self._place_image(source, placement.image, result, outcome):
+            placed, source_stat = self._place_image(source, placement.image, result, outcome)
+            if not placed:
                 return Routed("skipped", None, newly_placed=False, note="input vanished or changed")
             if outcome == ERRORS:
                 atomic_write_json(placement.record, self._error_record(result, placement))
             else:
                 text = self._write_caption(placement.caption, result)
-                atomic_write_json(placement.record, self._record(result, placement, outcome, text))
+                record = {**self._record(result, placement, outcome, text), **source_stat}
+                atomic_write_json(placement.record, record)
                 self._ensure_metadata(outcome, placement, result)
         if self.settings.input_mode == "move":
             self._remove_source(source, result)
@@ -130,31 +132,39 @@ class Router:
             return False
 
     # -- placing -------------------------------------------------------------
-    def _place_image(self, source: Path, target: Path, result: Result, outcome: str) -> bool:
-        """Copy the input into place. False when there is nothing (right) to place."""
+    def _place_image(
+        self, source: Path, target: Path, result: Result, outcome: str
+    ) -> tuple[bool, dict[str, int]]:
+        """Copy the input into place. (False, ...) when there is nothing (right) to place.
+
+        The second item is the source's size and mtime when this copy verified its bytes and
+        the source did not change meanwhile: it lets a restart skip the file unread.
+        """
         if target.exists() and self._is_same_content(target, result):
-            return True  # a crash after the copy: the image is already in place
+            return True, {}  # a crash after the copy: the image is already in place
         if self._links_outside(source):
             if outcome == ERRORS:
-                return True  # a refused link: the reason is recorded, the link is left alone
+                return True, {}  # a refused link: the reason is recorded, the link is left alone
             log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
-            return False
+            return False, {}
         try:
             reader = source.open("rb")
         except OSError as exc:
             if outcome == ERRORS:
-                return True  # the reason is recorded even though the input cannot be read
+                return True, {}  # the reason is recorded even though the input cannot be read
             log.warning(
                 "job %s: input %s cannot be read now (%s); a later scan takes it up again",
                 result.job_id,
                 result.rel_path,
                 exc,
             )
-            return False
+            return False, {}
         with reader:
+            before = _stat_of(os.fstat(reader.fileno()))
             # Errors from here on are on the destination side (disk full, read-only): the
             # route task retries them later.
             copied = atomic_copy(reader, target)
+            after = _stat_of(os.fstat(reader.fileno()))
         if copied != result.content_sha256:
             # The file was replaced after it was read; its new content has its own job.
             log.warning(
@@ -163,8 +173,8 @@ class Router:
                 result.rel_path,
             )
             _set_aside(target)
-            return False
-        return True
+            return False, {}
+        return True, (before if before == after else {})
 
     def _links_outside(self, source: Path) -> bool:
         if self.settings.follow_symlinks or not source.is_symlink():
@@ -258,6 +268,10 @@ class Router:
             "router": self.host,
             "time": time.time(),
         }
+
+
+def _stat_of(stat: os.stat_result) -> dict[str, int]:
+    return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
 def _set_aside(target: Path) -> None:

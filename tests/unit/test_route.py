@@ -205,3 +205,11 @@ def test_an_existing_caption_kcap_did_not_write(roots: Settings, mode: str, expe
     (out / "a.json").unlink()  # a crash before the record: the retry must not add the text twice
     router.route(_result("a.jpg", b"a"))
     assert (out / "a.txt").read_text() == expected + "\n"
+
+
+def test_the_record_keeps_the_inputs_size_and_mtime_for_a_fast_restart(roots: Settings) -> None:
+    source = _drop(roots, "a.jpg", b"abc")
+    Router(roots).route(_result("a.jpg", b"abc"))
+    record = json.loads((roots.output_dir / "a.json").read_text())  # type: ignore[operator]
+    stat = source.stat()
+    assert (record["source_size"], record["source_mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
