@@ -10,14 +10,16 @@ from collections.abc import Callable
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM when the parent dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def die_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn for subprocess.Popen: the kernel sends signum to the child when the
+    parent dies. None where the platform has no such thing."""
+    if not sys.platform.startswith("linux"):
+        return None
 
+    def arm() -> None:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+        except OSError:
+            pass
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn for subprocess.Popen, where the platform has one."""
-    return _die_with_parent if sys.platform.startswith("linux") else None
+    return arm

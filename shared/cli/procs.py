@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.lifetime import die_with_parent
+
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 DEFAULT_STOP_TIMEOUT_S = 30.0
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM if the parent dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def stop_timeout_s(environ: Mapping[str, str] | None = None) -> float:
@@ -90,7 +81,10 @@ class ProcessGroup:
             env=child.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # A supervisor that dies abruptly takes its children with it. SIGKILL, because
+            # a Celery worker's warm shutdown can wait forever on a broker that is gone; late
+            # acks make a killed worker lose nothing.
+            preexec_fn=die_with_parent(signal.SIGKILL),
         )
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -139,3 +140,38 @@ def _ignores_sigterm(pid: int) -> bool:
         if line.startswith("SigIgn:"):
             return bool(int(line.split()[1], 16) & (1 << (15 - 1)))
     return False
+
+
+def test_children_die_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    # A supervisor killed outright (SIGKILL: no chance to stop its children) leaves no orphan.
+    script = tmp_path / "supervisor.py"
+    script.write_text(
+        "import sys, time\n"
+        "from shared.cli.procs import ProcessGroup\n"
+        "group = ProcessGroup()\n"
+        "child = group.start('sleeper', [sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'], env={})\n"
+        "print(child.process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    repo = Path(__file__).parents[2]
+    supervisor = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert supervisor.stdout is not None
+    child_pid = int(supervisor.stdout.readline())
+    supervisor.kill()
+    supervisor.wait()
+    supervisor.stdout.close()
+
+    def child_gone() -> bool:
+        try:
+            state = Path(f"/proc/{child_pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # dead, waiting for init to reap it
+
+    wait_for(child_gone, timeout_s=10, what="the child to die with its supervisor")
