@@ -11,7 +11,8 @@ kcap_batch_size, kcap_batch_seconds, kcap_batch_failures_total,
 kcap_gpu_memory_allocated_bytes, kcap_gpu_memory_reserved_bytes.
 Both: kcap_worker_info{worker,role,device}, and prometheus-client's process_* and python_*.
 
-Off unless KCAP_METRICS_PORT is set. `kcap worker` gives its N-th child port + N.
+Off unless Settings.metrics_port (KCAP_METRICS_PORT, --metrics-port) is set;
+`kcap worker` gives its N-th child port + N.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
-from shared.errors import ConfigError
-
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
@@ -41,29 +40,6 @@ CLIP_SCORE_BUCKETS = (0, 5, 10, 15, 20, 25, 30, 35, 40, 50, 100)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
-
-
-# -- configuration (read from the environment until Settings carries these) -------------
-def metrics_port(settings: object = None, environ: dict[str, str] | None = None) -> int:
-    """The port to serve /metrics on; 0 means off. Settings.metrics_port wins when it exists."""
-    value = getattr(settings, "metrics_port", None)
-    if value is not None:  # Settings already read KCAP_METRICS_PORT and --metrics-port
-        return int(value)
-    raw = (os.environ if environ is None else environ).get("KCAP_METRICS_PORT", "")
-    if not raw:
-        return 0
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"KCAP_METRICS_PORT={raw!r} is not a port number (0 turns metrics off)") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"KCAP_METRICS_PORT={port} is not a port number (0 turns metrics off)")
-    return port
-
-
-def metrics_address(environ: dict[str, str] | None = None) -> str:
-    """Bind address: all interfaces, so that Prometheus on another host can scrape."""
-    return (os.environ if environ is None else environ).get("KCAP_METRICS_ADDRESS") or "0.0.0.0"
 
 
 # -- the metrics, created once per process and only for the role that owns them ----------
@@ -181,7 +157,7 @@ def timed_batches(run: Callable[[K, list[I]], list[R]]) -> Callable[[K, list[I]]
     return timed
 
 
-def serve(*, role: str, worker: str, port: int, address: str | None = None) -> int | None:
+def serve(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> int | None:
     """Serve this process's /metrics on port (0: off); returns the port, or None when off.
 
     A port that is taken is logged and skipped: metrics must never keep a worker from working.
@@ -196,7 +172,6 @@ def serve(*, role: str, worker: str, port: int, address: str | None = None) -> i
         raise ValueError(f"unknown metrics role {role!r}")
     device = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     _worker_info().info({"worker": worker, "role": role, "device": device or "cpu"})
-    address = address or metrics_address()
     try:
         start_http_server(port, addr=address)
     except OSError as exc:

@@ -115,6 +115,8 @@ class Settings:
             raise ConfigError(f"caption_ext must look like .txt or .caption, not {self.caption_ext!r}")
         if self.num_beams < 1 or self.no_repeat_ngram_size < 0 or self.repetition_penalty <= 0:
             raise ConfigError("num_beams >= 1, no_repeat_ngram_size >= 0 and repetition_penalty > 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port (KCAP_METRICS_PORT) must be 0..65535, not {self.metrics_port}")
         if self.visibility_timeout_s < 1:
             raise ConfigError("visibility_timeout_s must be at least 1 second")
         for name in ("input_dir", "output_dir", "clip_failed_dir", "errors_dir", "state_dir"):

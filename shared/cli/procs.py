@@ -7,28 +7,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STOP_TIMEOUT_S = 30.0
-
-
-def stop_timeout_s(environ: Mapping[str, str] | None = None) -> float:
-    """How long a warm shutdown may take before SIGKILL: KCAP_STOP_TIMEOUT_S, else 30 s."""
-    raw = (os.environ if environ is None else environ).get("KCAP_STOP_TIMEOUT_S", "")
-    if not raw:
-        return DEFAULT_STOP_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        from shared.errors import ConfigError
-
-        raise ConfigError(f"KCAP_STOP_TIMEOUT_S={raw!r} is not a number of seconds") from None
-    return max(0.0, value)
 
 
 @dataclass
@@ -61,7 +44,7 @@ class ProcessGroup:
         # Longer than a worker takes to load its models, so a worker that cannot start
         # backs off, and one killed after it ran (OOM killer, preemption) comes back at once.
         stable_after_s: float = 20.0,
-        stop_timeout_s: float | None = None,
+        stop_timeout_s: float = 30.0,  # Settings.stop_timeout_s in kcap's own use
     ) -> None:
         self.children: list[Child] = []
         self.backoff_s = backoff_s
@@ -122,7 +105,7 @@ class ProcessGroup:
         """SIGTERM (Celery: warm shutdown) every child at once, newest first, then wait for
         them all against one deadline; SIGKILL the process group of what will not go."""
         if timeout_s is None:
-            timeout_s = self.stop_timeout_s if self.stop_timeout_s is not None else stop_timeout_s()
+            timeout_s = self.stop_timeout_s
         running = [c for c in reversed(self.children) if c.process is not None and c.process.poll() is None]
         for child in running:
             assert child.process is not None

@@ -19,7 +19,6 @@ from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.procs import ProcessGroup
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import BrokerError
-from shared.metrics import metrics_port
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class Stack:
             env = _env(self.settings)
             me = [sys.executable, "-m", "shared.cli.main"]
             # Each process serves its own /metrics: the router on the port, workers above it.
-            port = metrics_port(self.settings)
+            port = self.settings.metrics_port
             worker_env = {**env, "KCAP_METRICS_PORT": str(port + 1 if port else 0)}
             self.group.start("caption workers", [*me, "worker"], env=worker_env)
             self.group.start("route worker", [*me, "router"], env={**env, "KCAP_METRICS_PORT": str(port)})

@@ -12,9 +12,8 @@ import threading
 from typing import Any
 
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.procs import ProcessGroup, stop_timeout_s
+from shared.cli.procs import ProcessGroup
 from shared.errors import ConfigError
-from shared.metrics import metrics_port
 from shared.metrics import serve as serve_metrics
 from shared.settings import Settings
 
@@ -105,21 +104,15 @@ def run_supervisor(args: argparse.Namespace) -> int:
         from shared.celery_app import raise_missing_broker
 
         raise_missing_broker()
-    name_prefix = args.name_prefix if args.name_prefix is not None else os.environ.get("KCAP_NAME_PREFIX", "")
-    base_port = metrics_port(settings)
-    group = ProcessGroup(stop_timeout_s=_stop_timeout_s(settings))
+    name_prefix = args.name_prefix if args.name_prefix is not None else settings.name_prefix
+    base_port = settings.metrics_port
+    group = ProcessGroup(stop_timeout_s=settings.stop_timeout_s)
     for index, gpu in enumerate(resolve_gpus(settings.gpus)):
         name = node_name(gpu, queue_prefix=settings.queue_prefix, name_prefix=name_prefix)
         argv = [sys.executable, "-m", "shared.cli.main", "worker-process", "--name", name]
         port = base_port + index if base_port else 0
         group.start(name, argv, env=child_env(settings, gpu, metrics_port=port))
     return supervise(group)
-
-
-def _stop_timeout_s(settings: Settings) -> float:
-    """Settings.stop_timeout_s where Settings has it, else KCAP_STOP_TIMEOUT_S (30 s)."""
-    value = getattr(settings, "stop_timeout_s", None)
-    return float(value) if value is not None else stop_timeout_s()
 
 
 def supervise(group: ProcessGroup) -> int:
@@ -148,7 +141,7 @@ def run_one(args: argparse.Namespace) -> int:
 
         raise_missing_broker()
     name = args.name or node_name(None, queue_prefix=settings.queue_prefix)
-    serve_metrics(role="caption", worker=name, port=metrics_port(settings))
+    serve_metrics(role="caption", worker=name, port=settings.metrics_port, address=settings.metrics_address)
     run_caption_worker(settings, name=name)
     return 0
 
@@ -158,7 +151,7 @@ def run_router_supervisor(args: argparse.Namespace) -> int:
     (a kombu bug on reconnect), and the storage host must not stop filing results."""
     settings = settings_from_args(args)
     settings.require_folders()
-    group = ProcessGroup(stop_timeout_s=_stop_timeout_s(settings))
+    group = ProcessGroup(stop_timeout_s=settings.stop_timeout_s)
     argv = [sys.executable, "-m", "shared.cli.main", "router-process", "--concurrency", str(args.concurrency)]
     group.start(route_node_name(settings), argv, env={**os.environ, **settings.to_env()})
     return supervise(group)
@@ -170,6 +163,6 @@ def run_router(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     name = route_node_name(settings)
-    serve_metrics(role="route", worker=name, port=metrics_port(settings))
+    serve_metrics(role="route", worker=name, port=settings.metrics_port, address=settings.metrics_address)
     run_route_worker(settings, name=name, concurrency=args.concurrency)
     return 0

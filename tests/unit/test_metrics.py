@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from shared import metrics
 from shared.errors import ConfigError
+from shared.settings import Settings
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -65,17 +66,14 @@ def test_timed_batches_counts_sizes_images_and_failures() -> None:
 
 
 def test_the_port_comes_from_settings_or_the_environment() -> None:
-    assert metrics.metrics_port(None, {}) == 0
-    assert metrics.metrics_port(None, {"KCAP_METRICS_PORT": "9400"}) == 9400
-
-    class WithPort:
-        metrics_port = 9500
-
-    assert metrics.metrics_port(WithPort(), {"KCAP_METRICS_PORT": "9400"}) == 9500
+    assert Settings.build({}).metrics_port == 0
+    assert Settings.build({"KCAP_METRICS_PORT": "9400"}).metrics_port == 9400
+    # A flag wins over the environment.
+    assert Settings.build({"KCAP_METRICS_PORT": "9400"}, metrics_port=9500).metrics_port == 9500
     for bad in ("nine", "70000"):
         with pytest.raises(ConfigError, match="KCAP_METRICS_PORT"):
-            metrics.metrics_port(None, {"KCAP_METRICS_PORT": bad})
-    assert metrics.metrics_address({}) == "0.0.0.0"
+            Settings.build({"KCAP_METRICS_PORT": bad})
+    assert Settings.build({}).metrics_address == "0.0.0.0"
 
 
 def test_a_taken_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.procs import ProcessGroup, stop_timeout_s
+from shared.cli.procs import ProcessGroup
 from shared.errors import ConfigError
+from shared.settings import Settings
 from tests.conftest import wait_for
 
 EXIT_3 = [sys.executable, "-c", "import sys; sys.exit(3)"]
@@ -128,10 +129,10 @@ def test_stop_also_ends_what_a_child_started_in_its_session(tmp_path: Path) -> N
 
 
 def test_stop_timeout_comes_from_the_environment() -> None:
-    assert stop_timeout_s({}) == 30.0
-    assert stop_timeout_s({"KCAP_STOP_TIMEOUT_S": "2.5"}) == 2.5
+    assert Settings.build({}).stop_timeout_s == 30.0
+    assert Settings.build({"KCAP_STOP_TIMEOUT_S": "2.5"}).stop_timeout_s == 2.5
     with pytest.raises(ConfigError, match="KCAP_STOP_TIMEOUT_S"):
-        stop_timeout_s({"KCAP_STOP_TIMEOUT_S": "soon"})
+        Settings.build({"KCAP_STOP_TIMEOUT_S": "soon"})
 
 
 def _ignores_sigterm(pid: int) -> bool:
