@@ -47,9 +47,9 @@ class InputFilter:
             return None
         return rel.as_posix()
 
-    def walk(self) -> Iterator[Path]:
-        """Every candidate file under the root, sorted for a predictable order."""
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+    def walk(self, start: Path | None = None) -> Iterator[Path]:
+        """Every candidate file under start (default: the root), sorted for a predictable order."""
+        for dirpath, dirnames, filenames in os.walk(start or self.root, followlinks=False):
             here = Path(dirpath)
             dirnames[:] = sorted(
                 d for d in dirnames if not is_ignored_name(d) and (here / d) not in self.excluded

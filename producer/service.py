@@ -42,20 +42,26 @@ class Producer:
     def stop(self) -> None:
         self._stop.set()
 
-    def scan(self) -> int:
-        """Put every candidate under the root through the gate; returns how many."""
+    def scan(self, folder: Path | None = None) -> int:
+        """Put every candidate under folder (default: the root) through the gate; how many."""
         count = 0
-        for path in self.filter.walk():
+        for path in self.filter.walk(folder):
             self.gate.touch(path)
             count += 1
         return count
 
     def _scan_dir(self, folder: Path) -> None:
-        if not folder.is_dir():
-            return
-        for path in folder.rglob("*") if self.settings.recursive else folder.glob("*"):
-            if self.filter.relative(path) is not None:
-                self.gate.touch(path)
+        """A folder moved or made inside the root brings files that had no events of their own."""
+        if folder.is_dir():  # walk() checks every file against the filter
+            self.scan(folder)
+
+    def _reconcile_if_due(self, due_at: float) -> float:
+        """Rescan when due: catches what events missed (network filesystems, a full inotify
+        queue), frees claims of jobs that finished unseen and resends stale ones."""
+        if time.monotonic() < due_at:
+            return due_at
+        self.scan()
+        return time.monotonic() + self.settings.reconcile_every_s
 
     def pump(self) -> int:
         """Enqueue what the gate releases; returns how many left the gate."""
@@ -103,11 +109,7 @@ class Producer:
         try:
             while not self._stop.is_set():
                 self.pump()
-                if time.monotonic() >= next_reconcile:
-                    # Catches what events missed (network filesystems, a full inotify queue),
-                    # and jobs lost with a Redis that kept nothing on disk.
-                    self.scan()
-                    next_reconcile = time.monotonic() + self.settings.reconcile_every_s
+                next_reconcile = self._reconcile_if_due(next_reconcile)
                 self._stop.wait(_TICK_S)
         finally:
             observer.stop()
@@ -129,10 +131,7 @@ class Producer:
                 if callable(on_progress):
                     on_progress()
                 self.pump()
-                if time.monotonic() >= next_reconcile:
-                    # Frees claims of jobs that finished unseen and resends stale ones.
-                    self.scan()
-                    next_reconcile = time.monotonic() + self.settings.reconcile_every_s
+                next_reconcile = self._reconcile_if_due(next_reconcile)
             except _BROKER_ERRORS as exc:
                 log.warning("waiting for Redis (%s)", exc)
             self._stop.wait(0.2)
