@@ -52,11 +52,6 @@ class InFlight:
     def size(self) -> int:
         return int(self._redis.zcard(self._key))
 
-    def older_than(self, age_s: float) -> list[str]:
-        """Job ids claimed longer ago than age_s: candidates for a reconcile re-enqueue."""
-        cutoff = time.time() - age_s
-        return [str(m) for m in self._redis.zrangebyscore(self._key, 0, cutoff)]
-
     def record_outcome(self, job_id: str, outcome: str) -> None:
         """Count a routed job and free its slot, in one round trip."""
         now = time.time()

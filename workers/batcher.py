@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ class Batcher(Generic[K, I, R]):
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self.batch_sizes: list[int] = []  # observed, for the benchmark and tests
+        # How many batches of each size ran (bounded by max_size keys, unlike a list).
+        self.batch_sizes: Counter[int] = Counter()
 
     def start(self) -> Batcher[K, I, R]:
         self._thread.start()
@@ -102,7 +104,7 @@ class Batcher(Generic[K, I, R]):
     def _loop(self) -> None:
         while (taken := self._next_batch()) is not None:
             key, batch = taken
-            self.batch_sizes.append(len(batch))
+            self.batch_sizes[len(batch)] += 1
             try:
                 results = self._run(key, [p.item for p in batch])
                 if len(results) != len(batch):

@@ -6,7 +6,6 @@ Tasks are registered on an app built from settings, so one process can hold eith
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from concurrent.futures import Future
 from dataclasses import asdict
@@ -212,7 +211,3 @@ def _free_claim(inflight: InFlight, job_id: str, outcome: str | None, *, patienc
                 "job %s: placed, but Redis is unreachable (%s); attempt %d, retrying", job_id, exc, attempt
             )
             time.sleep(min(2.0, 0.2 * attempt))
-
-
-def worker_name(prefix: str) -> str:
-    return f"{prefix}@{socket.gethostname()}"

@@ -248,7 +248,7 @@ def kcap_batched(
         load_avg=(load_before, load_after),
         captions={job.rel_path: d.text for job, d in zip(jobs, done, strict=True)},
         scores={job.rel_path: d.score for job, d in zip(jobs, done, strict=True) if d.score is not None},
-        batch_sizes=list(batcher.batch_sizes),
+        batch_sizes=sorted(batcher.batch_sizes.elements()),
         peak_gpu_bytes=peak_gpu(device),
     )
 
