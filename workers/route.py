@@ -86,9 +86,10 @@ class Router:
                 caption_ext=self.settings.caption_ext,
             )
         with self._placing:
-            placement, finished = self._choose(candidates, result)
-            if finished:
-                self._ensure_metadata(outcome, placement, result)
+            placement, done = self._choose(candidates, result)
+            if done is not None:
+                text = str(done.get("text", self._final_text(result)))
+                self._ensure_metadata(outcome, placement, result, text)
                 return Routed(outcome, placement, newly_placed=False, note="already routed")
             placed, source_stat = self._place_image(source, placement.image, result, outcome)
             if not placed:
@@ -99,7 +100,7 @@ class Router:
                 text = self._write_caption(placement.caption, result)
                 record = {**self._record(result, placement, outcome, text), **source_stat}
                 atomic_write_json(placement.record, record)
-                self._ensure_metadata(outcome, placement, result)
+                self._ensure_metadata(outcome, placement, result, text)
         if self.settings.input_mode == "move":
             self._remove_source(source, result)
         return Routed(outcome, placement, newly_placed=True)
@@ -111,17 +112,17 @@ class Router:
             return root
         return inside(root, str(rel.parent / "x")).parent
 
-    def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, bool]:
-        """The first placement that is ours or free; (placement, already finished)."""
+    def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
+        """The first placement that is ours or free, with its record when ours is finished."""
         for placement in candidates:
             record = read_json(placement.record)
             if record is not None:
                 if record.get("job_id") == result.job_id:
-                    return placement, True
+                    return placement, record
                 continue  # another job's: never overwrite
             if placement.image.exists() and not self._is_same_content(placement.image, result):
                 continue
-            return placement, False
+            return placement, None
         raise RuntimeError(f"job {result.job_id}: every candidate name is taken by another job")
 
     @staticmethod
@@ -213,16 +214,15 @@ class Router:
         atomic_write_bytes(path, (text + "\n").encode("utf-8"))
         return text
 
-    def _ensure_metadata(self, outcome: str, placement: Placement, result: Result) -> None:
+    def _ensure_metadata(self, outcome: str, placement: Placement, result: Result, text: str) -> None:
         if outcome not in self.metadata:
             return
         root = self.roots[outcome]
-        record = read_json(placement.record) or {}
         self.metadata[outcome].ensure(
             result.job_id,
             {
                 "file_name": placement.image.relative_to(root).as_posix(),
-                "text": record.get("text", self._final_text(result)),
+                "text": text,
                 "clip_score": result.score,
                 "entities": result.entities,
             },
