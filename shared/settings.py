@@ -202,6 +202,10 @@ class Settings:
         values.update({k: v for k, v in flags.items() if v is not None})
         return cls(**values)
 
+    def child_env(self) -> dict[str, str]:
+        """This process's environment with these settings on top, for a kcap child process."""
+        return {**os.environ, **self.to_env()}
+
     def to_env(self) -> dict[str, str]:
         """KCAP_* variables that rebuild these settings in a child process."""
         env: dict[str, str] = {}

@@ -39,7 +39,7 @@ def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
             f"refusing to start Flower on {settings.flower_address} without a password: "
             "set KCAP_FLOWER_BASIC_AUTH=user:password, or bind to 127.0.0.1"
         )
-    env = {**os.environ, **settings.to_env()}
+    env = settings.child_env()
     if settings.flower_basic_auth:
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     argv = [

@@ -55,7 +55,7 @@ class Stack:
             self.settings = self.settings.replace(broker_url=self.redis.url)
             broker_file(self.settings).write_text(self.redis.url + "\n")
         try:
-            env = _env(self.settings)
+            env = self.settings.child_env()
             me = [sys.executable, "-m", "shared.cli.main"]
             # Each process serves its own /metrics: the router on the port, workers above it.
             port = self.settings.metrics_port
@@ -87,12 +87,6 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             broker_file(self.settings).unlink(missing_ok=True)
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **settings.to_env()}
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import sys
@@ -78,7 +77,7 @@ def visible_gpu_count() -> int:
 
 
 def child_env(settings: Settings, gpu: int | None, *, metrics_port: int = 0) -> dict[str, str]:
-    env = {**os.environ, **settings.to_env()}
+    env = settings.child_env()
     # Pinning: the child sees exactly one GPU (or none), and calls it cuda:0.
     env["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
     # Each child serves its own /metrics: the N-th one on the base port + N.
@@ -153,7 +152,7 @@ def run_router_supervisor(args: argparse.Namespace) -> int:
     settings.require_folders()
     group = ProcessGroup(stop_timeout_s=settings.stop_timeout_s)
     argv = [sys.executable, "-m", "shared.cli.main", "router-process", "--concurrency", str(args.concurrency)]
-    group.start(route_node_name(settings), argv, env={**os.environ, **settings.to_env()})
+    group.start(route_node_name(settings), argv, env=settings.child_env())
     return supervise(group)
 
 
