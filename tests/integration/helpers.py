@@ -18,6 +18,19 @@ def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def drop_images(settings: Settings, n: int, *, seed: int, prefix: str = "f") -> list[str]:
+    """n distinct PNGs named <prefix>NN.png in the input folder; their sorted names."""
+    from tests.modelfactory import tiny_images
+
+    assert settings.input_dir is not None
+    names = []
+    for i, image in enumerate(tiny_images(n, seed=seed)):
+        name = f"{prefix}{i:02d}.png"
+        (settings.input_dir / name).write_bytes(image_bytes(image))
+        names.append(name)
+    return sorted(names)
+
+
 def write_slowly(path: Path, data: bytes, *, chunks: int = 5, pause_s: float = 0.25) -> None:
     """A copy in progress: the file grows in chunks, so only a stability gate saves it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,18 +19,7 @@ from shared.messages import Job
 from shared.naming import job_id_for
 from shared.settings import Settings
 from tests.conftest import Processes, wait_for
-from tests.integration.helpers import image_bytes, records, routed_sources
-from tests.modelfactory import tiny_images
-
-
-def _drop(settings: Settings, n: int, *, seed: int, prefix: str = "f") -> list[str]:
-    assert settings.input_dir is not None
-    names = []
-    for i, image in enumerate(tiny_images(n, seed=seed)):
-        name = f"{prefix}{i:02d}.png"
-        (settings.input_dir / name).write_bytes(image_bytes(image))
-        names.append(name)
-    return sorted(names)
+from tests.integration.helpers import drop_images, records, routed_sources
 
 
 def _assert_each_once(settings: Settings, expected: list[str]) -> None:
@@ -60,7 +49,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     settings = make_settings(broker_url=redis_url, visibility_timeout_s=4, max_new_tokens=24, batch_size=2)
     supervisor = procs.kcap("worker", settings=settings)
     procs.kcap("router", settings=settings)
-    expected = _drop(settings, 12, seed=31)
+    expected = drop_images(settings, 12, seed=31)
     procs.kcap("watch", settings=settings)
 
     wait_for(lambda: len(routed_sources(settings)) >= 1, timeout_s=90, what="first result", logs=procs.tail)
@@ -93,7 +82,7 @@ def test_redis_restarting_mid_run_loses_nothing(
     )
     procs.kcap("worker", settings=settings)
     procs.kcap("router", settings=settings)
-    expected = _drop(settings, 10, seed=41)
+    expected = drop_images(settings, 10, seed=41)
     procs.kcap("watch", settings=settings)
     wait_for(lambda: len(routed_sources(settings)) >= 2, timeout_s=90, what="first results", logs=procs.tail)
 
@@ -111,7 +100,7 @@ def test_a_producer_restart_mid_backlog_enqueues_nothing_twice(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:
     settings = make_settings(broker_url=redis_url, max_in_flight=4)
-    expected = _drop(settings, 10, seed=51)
+    expected = drop_images(settings, 10, seed=51)
     client = redis.Redis.from_url(redis_url)
     # No workers yet: the producer fills its four in-flight slots and waits.
     first = procs.kcap("watch", settings=settings)
@@ -135,7 +124,7 @@ def test_a_job_delivered_twice_is_routed_once(
     settings = make_settings(broker_url=redis_url)
     procs.kcap("worker", settings=settings)
     procs.kcap("router", settings=settings)
-    expected = _drop(settings, 3, seed=61)
+    expected = drop_images(settings, 3, seed=61)
     procs.kcap("watch", settings=settings)
     wait_for(lambda: len(routed_sources(settings)) >= 3, timeout_s=90, what="3 routed", logs=procs.tail)
 
@@ -181,7 +170,7 @@ def test_a_read_only_output_disk_is_retried_and_the_input_stays(
         settings = make_settings(broker_url=redis_url, output_dir=output, visibility_timeout_s=30)
         procs.kcap("worker", settings=settings)
         procs.kcap("router", settings=settings)
-        expected = _drop(settings, 2, seed=71)
+        expected = drop_images(settings, 2, seed=71)
         procs.kcap("watch", settings=settings)
         wait_for(
             lambda: "Read-only file system" in procs.logs(),

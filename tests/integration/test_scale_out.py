@@ -10,21 +10,10 @@ from pathlib import Path
 
 from shared.settings import Settings
 from tests.conftest import REPO, Processes, wait_for
-from tests.integration.helpers import image_bytes, records, routed_sources
+from tests.integration.helpers import drop_images, records, routed_sources
 from tests.integration.monitoring import kcap_status
-from tests.modelfactory import tiny_images
 
 HOST = socket.gethostname()
-
-
-def _drop(settings: Settings, n: int, *, seed: int) -> list[str]:
-    assert settings.input_dir is not None
-    names = []
-    for i, image in enumerate(tiny_images(n, seed=seed)):
-        name = f"s{i:02d}.png"
-        (settings.input_dir / name).write_bytes(image_bytes(image))
-        names.append(name)
-    return sorted(names)
 
 
 def _ready(procs: Processes, *names: str) -> Callable[[], bool]:
@@ -61,7 +50,7 @@ def test_two_gpu_hosts_without_the_folders_share_the_work(
     procs.kcap("router", settings=storage)
     wait_for(_ready(procs, *names), timeout_s=90, what="both GPU hosts ready", logs=procs.tail)
 
-    expected = _drop(storage, 10, seed=51)
+    expected = drop_images(storage, 10, seed=51, prefix="s")
     procs.kcap("watch", settings=storage)
     wait_for(lambda: len(routed_sources(storage)) >= 10, timeout_s=120, what="10 routed", logs=procs.tail)
 
@@ -97,8 +86,8 @@ def test_two_instances_with_their_own_queue_prefix_share_one_redis(
         procs.kcap("router", settings=settings)
     workers = {first: f"one-cpu@{HOST}", second: f"two-cpu@{HOST}"}
     # The very same files in both: same job ids, which each instance must keep to itself.
-    expected = _drop(first, 4, seed=53)
-    assert _drop(second, 4, seed=53) == expected
+    expected = drop_images(first, 4, seed=53, prefix="s")
+    assert drop_images(second, 4, seed=53, prefix="s") == expected
     for settings in (first, second):
         procs.kcap("watch", settings=settings)
 

@@ -19,12 +19,11 @@ import redis
 from kombu import Connection, Queue
 
 from shared.celery_app import CAPTION_TASK, ROUTE_TASK, make_app
-from shared.embedded_redis import EmbeddedRedis, find_redis_server
-from shared.errors import BrokerError
+from shared.embedded_redis import EmbeddedRedis
 from shared.messages import Job, Result
 from shared.naming import job_id_for
 from shared.settings import Settings
-from tests.conftest import Processes, wait_for
+from tests.conftest import Processes, require_redis_server, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.modelfactory import tiny_images
 
@@ -72,12 +71,7 @@ class Secured:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]) -> Iterator[Secured]:
-    try:
-        find_redis_server()
-    except BrokerError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a redis-server: {exc}")
-        pytest.skip(str(exc))
+    require_redis_server()
     base = tmp_path_factory.mktemp("secured")
     password = f"pw-{secrets.token_hex(12)}"
     server = EmbeddedRedis(base / "redis", password=password).start()
