@@ -235,6 +235,7 @@ def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Pla
         "counts": counts,
         "captions": captions,
         "peak_tree_rss": sampler.peak_bytes,
+        "cpu_by_role": sampler.cpu_by_role(),
     }
 
 
@@ -470,6 +471,13 @@ def render(results: dict[str, dict[str, Any]], plan: Plan) -> str:
         equal, common = harness.agreement(a["captions"], results[name]["captions"])
         same.append(f"{name} {equal}/{common}")
     lines.append("captions identical to (a): " + ", ".join(same))
+    lines.append(
+        f"kcap run CPU time by process ({c['images']} images, start to exit): "
+        + ", ".join(
+            f"{role} {seconds:.1f}s ({1000 * seconds / max(1, c['images']):.0f} ms/image)"
+            for role, seconds in sorted(runs["all"]["cpu_by_role"].items(), key=lambda kv: -kv[1])
+        )
+    )
     counts = runs["all"]["counts"]
     lines.append(
         f"(c) routed: output {counts['output']}, clip_failed {counts['clip_failed']}, "

@@ -323,39 +323,73 @@ def current_rss_bytes(pid: int | str = "self") -> int:
     return 0
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _children_of() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # The command name may hold spaces; the fields after its closing ")" do not.
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+        fields = _stat_fields(entry)
+        if fields is None:
             continue
-        tree.setdefault(ppid, []).append(int(entry))
+        tree.setdefault(int(fields[1]), []).append(int(entry))
     return tree
+
+
+def _descendants(root_pid: int) -> list[int]:
+    tree = _children_of()
+    found, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(tree.get(pid, []))
+    return found
 
 
 def tree_rss_bytes(root_pid: int) -> int:
     """Resident memory of a process and all its descendants, summed (from /proc)."""
-    tree = _children_of()
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += current_rss_bytes(pid)
-        stack.extend(tree.get(pid, []))
-    return total
+    return sum(current_rss_bytes(pid) for pid in _descendants(root_pid))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of one process, all its threads (from /proc)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # utime and stime are fields 14 and 15 of stat; these fields start at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_role(pid: int) -> str:
+    """A short name for a kcap process: the kcap subcommand, or the program's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = [part.decode(errors="replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:
+        return "?"
+    if "shared.cli.main" in argv:
+        rest = argv[argv.index("shared.cli.main") + 1 :]
+        return next((a for a in rest if not a.startswith("-")), "kcap")
+    return Path(argv[0]).name if argv else "?"
 
 
 class TreeRssSampler:
-    """Samples the summed RSS of a process tree every interval_s; keeps the peak."""
+    """Samples a process tree every interval_s: the peak of its summed RSS, and the CPU
+    time of each process (the last reading before it ended), summed by role."""
 
     def __init__(self, root_pid: int, *, interval_s: float = 0.25) -> None:
         self.root_pid = root_pid
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self._cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kcap-bench-rss", daemon=True)
 
@@ -367,9 +401,24 @@ class TreeRssSampler:
         self._stop.set()
         self._thread.join(5)
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds of the tree by role; a process that ends between two samples loses
+        at most interval_s of its CPU time."""
+        roles: dict[str, float] = {}
+        for role, seconds in self._cpu.values():
+            roles[role] = roles.get(role, 0.0) + seconds
+        return roles
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.root_pid))
+            pids = _descendants(self.root_pid)
+            self.peak_bytes = max(self.peak_bytes, sum(current_rss_bytes(pid) for pid in pids))
+            for pid in pids:
+                seconds = cpu_seconds(pid)
+                if seconds is None:
+                    continue
+                role = self._cpu[pid][0] if pid in self._cpu else process_role(pid)
+                self._cpu[pid] = (role, seconds)
             self._stop.wait(self.interval_s)
 
 
