@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The exit status of a kcap process that stopped on a KcapError: it printed why, and running
+# it again would only repeat that, so supervisors do not restart it.
+EXIT_ERROR = 2
+
 
 class KcapError(Exception):
     """Base of every error kcap raises on purpose."""

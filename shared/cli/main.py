@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from shared.cli import export, flower, report, status, up, watch, worker
-from shared.errors import KcapError
+from shared.errors import EXIT_ERROR, KcapError
 from shared.logs import configure_logging
 
 log = logging.getLogger("kcap")
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KcapError as exc:
         # A clear sentence, no traceback soup.
         print(f"kcap: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from shared.errors import EXIT_ERROR
 from shared.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,10 @@ class ProcessGroup:
 
     Back-off doubles from backoff_s up to max_backoff_s after each quick death, and starts
     over once a child has stayed up for stable_after_s: a worker that dies once a day is
-    back in a second, a worker that cannot start does not spin.
+    back in a second, a worker that crashes at start does not spin. A child that exits with
+    EXIT_ERROR said why it cannot run (a bad setting, a model it cannot load, --compile on a
+    host without a compiler) and is not restarted: poll() reports it, and kcap stops with
+    that message instead of repeating it forever.
     """
 
     def __init__(
@@ -80,7 +84,7 @@ class ProcessGroup:
             process = child.process
             if process is None or process.poll() is None:
                 continue
-            if not child.restart:
+            if not child.restart or process.returncode == EXIT_ERROR:
                 dead.append(child)
                 continue
             if child.next_start == 0.0:

@@ -18,7 +18,7 @@ from shared.cli.flower import flower_command
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.procs import ProcessGroup
 from shared.embedded_redis import EmbeddedRedis
-from shared.errors import BrokerError
+from shared.errors import BrokerError, ConfigError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,20 @@ class Stack:
         return self
 
     def keep_alive(self) -> None:
-        """Restart dead children, the embedded Redis included (same port, same AOF)."""
+        """Restart dead children, the embedded Redis included (same port, same AOF).
+
+        Raises ConfigError when a child stopped on an error of its own (see ProcessGroup).
+        """
         if self.redis is not None and not self.redis.alive():
             log.error("the embedded Redis exited; restarting it from its append-only file")
             try:
                 self.redis.start()
             except BrokerError as exc:
                 log.error("cannot restart the embedded Redis yet (%s); trying again", exc)
-        self.group.poll()
+        dead = self.group.poll()
+        if dead:
+            names = " and ".join(child.name for child in dead)
+            raise ConfigError(f"the {names} stopped with an error (its message is above); nothing was lost")
 
     def __exit__(self, *exc: object) -> None:
         # Longer than the supervisors give their own children, so they finish warmly first.

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.procs import ProcessGroup
-from shared.errors import ConfigError
+from shared.errors import EXIT_ERROR, ConfigError
 from shared.metrics import serve as serve_metrics
 from shared.settings import Settings
 
@@ -115,7 +115,11 @@ def run_supervisor(args: argparse.Namespace) -> int:
 
 
 def supervise(group: ProcessGroup) -> int:
-    """Keep the children alive until SIGTERM/SIGINT, then stop them warmly."""
+    """Keep the children alive until SIGTERM/SIGINT, then stop them warmly.
+
+    A child that stopped on an error of its own (a bad setting: every sibling would stop on
+    it too) stops the group, and this exits with its status, for `kcap up`, systemd or k8s
+    to see."""
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -125,7 +129,11 @@ def supervise(group: ProcessGroup) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         while not stopping.wait(0.5):
-            group.poll()
+            dead = group.poll()
+            if dead:
+                names = ", ".join(child.name for child in dead)
+                log.error("%s stopped with an error (its message is above); stopping", names)
+                return EXIT_ERROR
     finally:
         group.stop()
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli.procs import ProcessGroup
-from shared.errors import ConfigError
+from shared.errors import EXIT_ERROR, ConfigError
 from shared.settings import Settings
 from tests.conftest import wait_for
 
@@ -85,6 +85,16 @@ def test_a_child_without_restart_is_reported_dead(group: ProcessGroup) -> None:
     child = group.start("one-shot", EXIT_3, env=dict(os.environ), restart=False)
     wait_for(lambda: group.poll() == [child], timeout_s=10, what="the one-shot reported dead")
     assert child.restarts == 0 and child.process is not None and child.process.returncode == 3
+
+
+def test_a_child_that_stopped_on_its_own_error_is_not_restarted(group: ProcessGroup) -> None:
+    # `kcap worker-process` with a model it cannot load: it prints why and exits EXIT_ERROR.
+    said_why = [sys.executable, "-c", f"import sys; sys.exit({EXIT_ERROR})"]
+    child = group.start("cannot start", said_why, env=dict(os.environ))
+    wait_for(lambda: group.poll() == [child], timeout_s=10, what="the child reported dead")
+    time.sleep(0.5)  # several back-off periods: a restart would have happened by now
+    assert group.poll() == [child]
+    assert child.restarts == 0 and child.process is not None and child.process.returncode == EXIT_ERROR
 
 
 def test_stop_signals_every_child_first_and_shares_one_deadline(tmp_path: Path) -> None:
