@@ -76,6 +76,8 @@ class Settings:
     dtype: str = "auto"
     batch_size: int = 16
     batch_wait_ms: int = 50
+    # torch.compile the caption model at worker start (slower start, faster batches).
+    compile: bool = False
     # Producer.
     stable_after_s: float = 1.0
     max_in_flight: int = 256

@@ -91,6 +91,10 @@ class Engine:
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()
         captioner = Captioner(settings.caption_model, device=device, dtype=dtype)
+        if settings.compile:
+            from workers.compiling import compile_captioner
+
+            compile_captioner(captioner, prompt=settings.prompts[0])
 
         def load_scorer() -> Scorer:
             return Scorer(settings.clip_model, device=device, dtype=dtype)

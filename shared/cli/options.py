@@ -74,6 +74,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--no-recursive", "recursive", False, "watch only the top folder"),
     ("--follow-symlinks", "follow_symlinks", True, "accept symlinks pointing outside the input folder"),
     ("--trim-partial", "trim_partial", True, "cut a last sentence that the token limit cut short"),
+    ("--compile", "compile", True, "torch.compile the caption model at worker start"),
 ]
 
 
