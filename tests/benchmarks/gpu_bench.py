@@ -2,6 +2,7 @@
 
     python tests/benchmarks/gpu_bench.py            # on a CUDA host (make bench-gpu), ~3-6 min
     python tests/benchmarks/gpu_bench.py --dry-run  # tiny models, 2 images, CPU: checks the script
+    python tests/benchmarks/gpu_bench.py --compile  # adds kcap --compile at batch 32 (+2-4 min)
 
 Random weights with the real architectures (about 1.66 B + 0.43 B parameters), built by
 tests/modelfactory.py straight on the GPU and saved in bfloat16, then loaded back through
@@ -10,7 +11,8 @@ from_pretrained as production loads them. Every image gets exactly --new-tokens 
 
 (a) batch 1, fp32, one image after another: the original script's loop (harness.BaselineLoop);
 (b) kcap's path in process, bf16: Engine.prepare on a thread pool feeding a Batcher that runs
-    Engine.run_batch, at each --batch-sizes.
+    Engine.run_batch, at each --batch-sizes; with --compile, once more at --compile-batch
+    with the caption model compiled (its compile and warm-up are timed apart).
 
 Each configuration runs one untimed warm-up (an image, or a batch), then a fixed number of
 timed images. Peak GPU memory is torch.cuda.max_memory_allocated over the timed part
@@ -55,6 +57,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="8,16,32,64")
     parser.add_argument("--budget-s", type=float, default=330.0, help="skip configs started after this")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--compile", action="store_true", help="also run (b) with --compile")
+    parser.add_argument("--compile-batch", type=int, default=32, help="batch size of the --compile run")
     return parser.parse_args(argv)
 
 
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
 
     kosmos, clip, build_s = build_models(workdir / "models", preset=preset, device=device)
     print(f"gpu_bench: {preset} models built in {build_s:.0f}s", flush=True)
-    count = max(baseline_images, *batched_images.values())
+    compile_images = 2 if args.dry_run else args.compile_batch * args.batches
+    count = max(baseline_images, compile_images, *batched_images.values())
     root = workdir / "images"
     files = harness.write_images(root, count, size=(640, 480))
 
@@ -159,6 +164,36 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
                 harness.mib(batch_run.peak_gpu_bytes),
             ]
         )
+    compile_s = None
+    if args.compile and time.perf_counter() - started > args.budget_s:
+        rows.append(["(b) --compile", "bf16", args.compile_batch, "-", "-", "skipped: time budget", "-", "-"])
+    elif args.compile:
+        del engine
+        _free(device)
+        bs = args.compile_batch
+        load_started = time.perf_counter()
+        engine = Engine.load(settings.replace(compile=True), eager_scorer=True)
+        compile_s = time.perf_counter() - load_started
+        batch_run = harness.kcap_batched(
+            engine, jobs[:compile_images], batch_size=bs, batch_wait_s=0.05, warmup=jobs[:bs]
+        )
+        batch_run.name = f"kcap batch {bs} --compile"
+        runs.append(batch_run)
+        speed = batch_run.images_per_s
+        best = max(best, speed)
+        print(f"gpu_bench: (b) --compile batch {bs}: {batch_run.images} images in {batch_run.wall_s:.1f}s")
+        rows.append(
+            [
+                "(b) kcap Engine+Batcher, --compile",
+                "bf16",
+                bs,
+                batch_run.images,
+                f"{batch_run.wall_s:.1f}",
+                f"{speed:.3f}",
+                f"{speed / base.images_per_s:.1f}x",
+                harness.mib(batch_run.peak_gpu_bytes),
+            ]
+        )
     for one in runs:
         counts = harness.word_counts(one.captions)
         if counts != {new_tokens} or len(one.captions) != one.images:
@@ -180,6 +215,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
         f"best (b)/(a): {best / base.images_per_s:.1f}x (target >= 10x)",
         f"models built in {build_s:.0f}s; whole run {time.perf_counter() - started:.0f}s",
     ]
+    if compile_s is not None:
+        lines.append(f"--compile: load, compile and warm-up took {compile_s:.0f}s (not in the timed figures)")
     return "\n".join(lines), problems
 
 

@@ -1,0 +1,34 @@
+"""CI keeps the GPU benchmark runnable: its --dry-run (tiny models, CPU) goes through every
+path of the script, so a lent GPU's few minutes are not lost to a bug. Its --compile row
+adds a minute and a half of compiling on these cores; tests/unit/test_compile.py covers
+compiling, and `gpu_bench.py --dry-run --compile` is run by hand (README, "GPU")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_gpu_bench_dry_run_prints_every_row(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OUT": str(tmp_path), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "tests/benchmarks/gpu_bench.py", "--dry-run"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    table = (tmp_path / "gpu_bench.md").read_text()
+    assert "DRY RUN" in table
+    for row in ("(a) original loop", "| 8 ", "| 16 ", "| 32 ", "| 64 "):
+        assert row in table, table
+    assert "skipped" not in table and "SANITY" not in done.stderr
