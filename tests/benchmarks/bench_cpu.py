@@ -208,6 +208,20 @@ def _e2e_settings(base: Path, kosmos: Path, clip: Path, plan: Plan) -> tuple[Any
     return settings, env
 
 
+def _start_kcap(args: list[str], env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """A kcap command in its own session (its tree can be signalled as one), output to log."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli.main", *args],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=harness.die_with_parent,
+    )
+
+
 def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
     settings, env = _e2e_settings(base, kosmos, clip, plan)
     for path in files:
@@ -217,16 +231,7 @@ def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Pla
         started_at = time.time()  # routed_at in the records is wall-clock time
         cpu_before, load_before = _children_cpu_s(), os.getloadavg()[0]
         started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", "run"],
-            env=env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=harness.die_with_parent,
-        )
+        process = _start_kcap(["run"], env, log)
         with harness.TreeRssSampler(process.pid) as sampler:
             try:
                 returncode = process.wait(timeout=1800)
@@ -284,16 +289,7 @@ def _kcap_up(workdir: Path, kosmos: Path, clip: Path, files: list[Path], plan: P
     warmup = "warmup.jpg"
     log_path = base / "kcap-up.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli.main", "up", "--no-flower"],
-            env=env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=harness.die_with_parent,
-        )
+        process = _start_kcap(["up", "--no-flower"], env, log)
         try:
             with harness.TreeRssSampler(process.pid) as sampler:
                 shutil.copy2(files[0], staging / warmup)

@@ -90,6 +90,20 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _row(label: str, batch_size: int, batch_run: harness.Run, base: harness.Run) -> list[object]:
+    speed = batch_run.images_per_s
+    return [
+        label,
+        "bf16",
+        batch_size,
+        batch_run.images,
+        f"{batch_run.wall_s:.1f}",
+        f"{speed:.3f}",
+        f"{speed / base.images_per_s:.1f}x",
+        harness.mib(batch_run.peak_gpu_bytes),
+    ]
+
+
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     from shared.settings import Settings
     from workers.engine import Engine
@@ -152,18 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
         speed = batch_run.images_per_s
         best = max(best, speed)
         print(f"gpu_bench: (b) batch {bs}: {batch_run.images} images in {batch_run.wall_s:.1f}s", flush=True)
-        rows.append(
-            [
-                "(b) kcap Engine+Batcher",
-                "bf16",
-                bs,
-                batch_run.images,
-                f"{batch_run.wall_s:.1f}",
-                f"{speed:.3f}",
-                f"{speed / base.images_per_s:.1f}x",
-                harness.mib(batch_run.peak_gpu_bytes),
-            ]
-        )
+        rows.append(_row("(b) kcap Engine+Batcher", bs, batch_run, base))
     compile_s = None
     if args.compile and time.perf_counter() - started > args.budget_s:
         rows.append(["(b) --compile", "bf16", args.compile_batch, "-", "-", "skipped: time budget", "-", "-"])
@@ -182,18 +185,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
         speed = batch_run.images_per_s
         best = max(best, speed)
         print(f"gpu_bench: (b) --compile batch {bs}: {batch_run.images} images in {batch_run.wall_s:.1f}s")
-        rows.append(
-            [
-                "(b) kcap Engine+Batcher, --compile",
-                "bf16",
-                bs,
-                batch_run.images,
-                f"{batch_run.wall_s:.1f}",
-                f"{speed:.3f}",
-                f"{speed / base.images_per_s:.1f}x",
-                harness.mib(batch_run.peak_gpu_bytes),
-            ]
-        )
+        rows.append(_row("(b) kcap Engine+Batcher, --compile", bs, batch_run, base))
     for one in runs:
         counts = harness.word_counts(one.captions)
         if counts != {new_tokens} or len(one.captions) != one.images:
