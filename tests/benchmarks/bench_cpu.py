@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,36 +119,13 @@ def run_all(workdir: Path, plan: Plan, *, echo: bool = True) -> dict[str, dict[s
         print(f"bench_cpu: workspace ready in {time.perf_counter() - started:.0f}s ({workdir})", flush=True)
     results: dict[str, dict[str, Any]] = {}
     for name in plan.paths:
-        json_out = workdir / f"path-{name}.json"
-        log_path = workdir / f"path-{name}.log"
-        argv = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--one",
-            name,
-            "--workdir",
-            str(workdir),
-            "--json-out",
-            str(json_out),
-            *_plan_args(plan),
-        ]
-        env = {**os.environ, **harness.thread_env(plan.threads), "PYTHONPATH": str(REPO)}
         path_started = time.perf_counter()
-        with log_path.open("wb") as log:
-            done = subprocess.run(
-                argv,
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-                preexec_fn=harness.die_with_parent,
-            )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"path {name} failed ({done.returncode}); log:\n{log_path.read_text()[-6000:]}"
-            )
-        results[name] = json.loads(json_out.read_text())
+        results[name] = harness.run_child(
+            Path(__file__).resolve(),
+            ["--one", name, "--workdir", str(workdir), *_plan_args(plan)],
+            workdir / f"path-{name}.log",
+            env=harness.thread_env(plan.threads),
+        )
         if echo:
             r = results[name]
             print(

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.lifetime import die_with_parent
 from tests.benchmarks import harness
 from tests.benchmarks.cpu_plan import Plan, bench_settings
 
@@ -70,7 +71,7 @@ def _start_kcap(args: list[str], env: dict[str, str], log: Any) -> subprocess.Po
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=harness.die_with_parent,
+        preexec_fn=die_with_parent(),
     )
 
 

@@ -15,8 +15,11 @@ what the slow one writes. Speed is reported, never asserted: these machines are 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +30,7 @@ from typing import Any
 
 import torch
 
+from shared.lifetime import die_with_parent
 from shared.messages import Job
 from shared.naming import job_id_for
 from shared.settings import Settings
@@ -287,15 +291,27 @@ def word_counts(captions: dict[str, str]) -> set[int]:
 # Measuring
 
 
-def die_with_parent() -> None:
-    """preexec_fn for benchmark children: the kernel ends them if the benchmark dies first."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def run_child(script: Path, args: list[str], log_path: Path, *, env: dict[str, str] | None = None) -> Any:
+    """Run a benchmark script's child mode (``script args --json-out F``) in a fresh process,
+    its output to log_path; returns what it wrote to F. A failure raises with the log's end."""
+    json_out = log_path.with_suffix(".json")
+    argv = [sys.executable, str(script), *args, "--json-out", str(json_out)]
+    repo = Path(__file__).resolve().parents[2]
+    with log_path.open("wb") as log:
+        done = subprocess.run(
+            argv,
+            env={**os.environ, **(env or {}), "PYTHONPATH": str(repo)},
+            cwd=repo,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            preexec_fn=die_with_parent(),
+        )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({done.returncode}); log:\n{log_path.read_text()[-6000:]}"
+        )
+    return json.loads(json_out.read_text())
 
 
 def set_threads(count: int) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,22 +88,7 @@ def measure(models: Path, dtype: str, *, new_tokens: int) -> dict[str, Any]:
 
 
 def _child(args: list[str], log_path: Path) -> dict[str, Any]:
-    json_out = log_path.with_suffix(".json")
-    argv = [sys.executable, str(Path(__file__).resolve()), *args, "--json-out", str(json_out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with log_path.open("wb") as log:
-        done = subprocess.run(
-            argv,
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-            preexec_fn=harness.die_with_parent,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}):\n{log_path.read_text()[-6000:]}")
-    result: dict[str, Any] = json.loads(json_out.read_text())
+    result: dict[str, Any] = harness.run_child(Path(__file__).resolve(), args, log_path)
     return result
 
 
