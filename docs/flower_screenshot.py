@@ -12,8 +12,6 @@ then has headless Chromium photograph Flower's pages. Everything stays on loopba
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from tests.chromium import chromium_binary, run_chromium  # noqa: E402
 from tests.conftest import Processes, wait_for  # noqa: E402
 from tests.integration.helpers import image_bytes, routed_sources  # noqa: E402
 from tests.integration.monitoring import answers, scrape, value  # noqa: E402
@@ -33,41 +32,19 @@ PAGES = {"flower.png": "/tasks", "flower-workers.png": "/workers"}
 MAX_BYTES = 500 * 1024
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SystemExit("no chromium: apt-get install -y chromium fonts-dejavu-core")
-
-
-def screenshot(browser: str, url: str, out: Path, *, width: int = 1400, height: int = 900) -> None:
+def screenshot(url: str, out: Path, *, width: int = 1400, height: int = 900) -> None:
     with tempfile.TemporaryDirectory(prefix="kcap-chromium-") as profile:
-        subprocess.run(
-            [
-                browser,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                f"--window-size={width},{height}",
-                "--virtual-time-budget=8000",  # let the tasks table load over XHR
-                f"--screenshot={out}",
-                url,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
+        # A longer budget than the report test's: Flower loads its tasks table over XHR.
+        done = run_chromium(
+            url, Path(profile), f"--window-size={width},{height}", f"--screenshot={out}", budget_ms=8000
         )
+    if done.returncode != 0:
+        raise SystemExit(f"chromium failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
 def run(out_dir: Path, *, images: int) -> list[Path]:
-    browser = chromium()
+    if chromium_binary() is None:
+        raise SystemExit("no chromium: apt-get install -y chromium fonts-dejavu-core")
     with tempfile.TemporaryDirectory(prefix="kcap-shot-") as tmp:
         root = Path(tmp)
         redis = EmbeddedRedis(root / "redis").start()
@@ -113,9 +90,10 @@ def run(out_dir: Path, *, images: int) -> list[Path]:
             wait_for(seen_by_flower, timeout_s=60, what="Flower's events", logs=procs.tail)
             time.sleep(2)  # one more heartbeat, so the workers page shows them online
             written = []
+            out_dir.mkdir(parents=True, exist_ok=True)  # chromium does not create it
             for name, page in PAGES.items():
                 out = out_dir / name
-                screenshot(browser, base + page, out)
+                screenshot(base + page, out)
                 size = out.stat().st_size
                 if size > MAX_BYTES:
                     raise SystemExit(f"{out} is {size} bytes, over {MAX_BYTES}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from PIL import Image, ImageDraw
 from shared.cli.main import main
 from shared.cli.report import write_report
 from shared.dataset import Roots
+from tests.chromium import chromium_binary, run_chromium
 from tests.unit.test_export import write_error, write_result
 
 
@@ -263,37 +262,6 @@ def _render(roots: Roots, out: Path) -> str:
 
 
 # -- headless Chromium ------------------------------------------------------------
-
-
-def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def run_chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    binary = chromium_binary()
-    assert binary is not None
-    command = [
-        binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--hide-scrollbars",
-        # Lets the page's script and image loads settle before the DOM or pixels are taken.
-        "--virtual-time-budget=5000",
-        *extra,
-        url,
-    ]
-    env = {**os.environ, "HOME": str(profile)}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 needs_chromium = pytest.mark.skipif(
