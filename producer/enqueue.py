@@ -17,7 +17,7 @@ from producer.scan import find_done, find_done_by_stat
 from shared.celery_app import CAPTION_TASK, ROUTE_TASK
 from shared.inflight import InFlight
 from shared.messages import Job, Result
-from shared.naming import job_id_for
+from shared.naming import job_id_for, sha256_file
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class Enqueuer:
     def _refused_hash(self, path: Path, rel_path: str) -> str:
         if self._links_outside(path):
             return _identity_hash(rel_path, path)
-        return _sha256_file(path)
+        return sha256_file(path)
 
     def _send_refusal(self, job_id: str, rel_path: str, sha: str, reason: str) -> None:
         result = Result(
@@ -185,15 +185,6 @@ def _read_capped(path: Path, cap: int) -> bytes | None:
     with path.open("rb") as handle:
         data = handle.read(cap + 1)
     return None if len(data) > cap else data
-
-
-def _sha256_file(path: Path) -> str:
-    """Hash a file too large to hold in memory, a block at a time."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _identity_hash(rel_path: str, path: Path) -> str:

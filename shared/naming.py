@@ -33,6 +33,15 @@ def job_id_for(rel_path: str, content_sha256: str) -> str:
     return digest[:32]
 
 
+def sha256_file(path: Path) -> str:
+    """A file's content hash, a block at a time (it may be too large to hold in memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def safe_relpath(rel_path: str) -> PurePosixPath:
     """A relative path that cannot climb out of a root, or UnsafePathError."""
     if not isinstance(rel_path, str) or not rel_path:

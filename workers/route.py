@@ -26,11 +26,12 @@ from shared.naming import (
     candidate_placements,
     inside,
     safe_relpath,
+    sha256_file,
 )
 from shared.records import read_json
 from shared.settings import Settings
 from workers.metadata import MetadataLog
-from workers.storage import atomic_copy, atomic_write_bytes, atomic_write_json, sha256_file
+from workers.storage import atomic_copy, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 

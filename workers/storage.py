@@ -52,11 +52,3 @@ def atomic_copy(reader: BinaryIO, target: Path) -> str:
     finally:
         temp.unlink(missing_ok=True)
     return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
