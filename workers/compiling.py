@@ -34,10 +34,10 @@ _GRAPH_LIMIT = 64
 _WARMUP_SIZES = (2, 3, 1)
 
 
-def compile_captioner(captioner: Any, *, prompt: str) -> float:
+def compile_captioner(captioner: Any, *, prompt: str) -> None:
     """Wrap the captioner's model parts in torch.compile and build their graphs now.
 
-    Returns the seconds the warm-up took. Raises ConfigError when compilation fails.
+    Raises ConfigError when compilation fails.
     """
     model = captioner.model
     started = time.perf_counter()
@@ -64,9 +64,7 @@ def compile_captioner(captioner: Any, *, prompt: str) -> float:
     # From here on, a graph that fails to recompile (an unseen shape) runs eagerly instead
     # of failing the batch: slower, but no job is lost to the optimisation.
     torch._dynamo.config.suppress_errors = True
-    seconds = time.perf_counter() - started
-    log.info("torch.compile: caption model compiled and warmed up in %.1fs", seconds)
-    return seconds
+    log.info("torch.compile: caption model compiled and warmed up in %.1fs", time.perf_counter() - started)
 
 
 def _first_line(exc: BaseException) -> str:
