@@ -17,7 +17,7 @@ from producer.scan import find_done, find_done_by_stat
 from shared.celery_app import CAPTION_TASK, ROUTE_TASK
 from shared.inflight import InFlight
 from shared.messages import Job, Result
-from shared.naming import job_id_for, sha256_file
+from shared.naming import job_id_for, links_outside, sha256_file
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,10 +143,7 @@ class Enqueuer:
         return ""
 
     def _links_outside(self, path: Path) -> bool:
-        if self.settings.follow_symlinks or not path.is_symlink():
-            return False
-        real_root = os.path.realpath(self.root)
-        return os.path.commonpath([os.path.realpath(path), real_root]) != real_root
+        return links_outside(path, self.root, follow_symlinks=self.settings.follow_symlinks)
 
     def _size_refusal(self, size: int) -> str:
         return (

@@ -61,11 +61,20 @@ def inside(root: Path, rel_path: str) -> Path:
     """root/rel_path, checked to stay inside root even through symlinked folders."""
     rel = safe_relpath(rel_path)
     target = root.joinpath(*rel.parts)
-    real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(target.parent)
-    if os.path.commonpath([real_root, real_parent]) != real_root:
+    if not resolves_inside(target.parent, root):
         raise UnsafePathError(f"path {rel_path!r} leaves {root} through a link")
     return target
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Whether path, every symlink on the way resolved, lies inside root (resolved too)."""
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
+
+
+def links_outside(path: Path, root: Path, *, follow_symlinks: bool) -> bool:
+    """A symlink pointing outside root, which kcap refuses unless told to follow links."""
+    return not follow_symlinks and path.is_symlink() and not resolves_inside(path, root)
 
 
 @dataclass(frozen=True)

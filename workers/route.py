@@ -25,6 +25,7 @@ from shared.naming import (
     candidate_error_placements,
     candidate_placements,
     inside,
+    links_outside,
     safe_relpath,
     sha256_file,
 )
@@ -179,10 +180,7 @@ class Router:
         return True, (before if before == after else {})
 
     def _links_outside(self, source: Path) -> bool:
-        if self.settings.follow_symlinks or not source.is_symlink():
-            return False
-        real_root = os.path.realpath(self.input_dir)
-        return os.path.commonpath([os.path.realpath(source), real_root]) != real_root
+        return links_outside(source, self.input_dir, follow_symlinks=self.settings.follow_symlinks)
 
     def _remove_source(self, source: Path, result: Result) -> None:
         try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from shared.dataset import Dataset, Roots, Row, read_dataset, resolve_roots, summarize
 from shared.errors import ConfigError
+from shared.naming import resolves_inside
 
 COLUMNS = (
     "path",
@@ -93,7 +93,7 @@ def export(roots: Roots, out: Path, *, fmt: str) -> dict[str, Any]:
     out = out.expanduser().resolve()
     summary_path = out.with_name(SUMMARY_NAME)
     for name, root in roots.items():
-        if _is_within(summary_path, root):
+        if resolves_inside(summary_path, root):
             # A summary.json in a results folder would read as a record on the next run.
             raise ConfigError(f"--out {out} lies inside the {name} folder {root}: pass a path outside it")
     dataset = read_dataset(roots)
@@ -106,11 +106,6 @@ def export(roots: Roots, out: Path, *, fmt: str) -> dict[str, Any]:
     summary = {**summary, "export": str(out), "format": fmt}
     summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return {**summary, "summary": str(summary_path)}
-
-
-def _is_within(path: Path, root: Path) -> bool:
-    real_root = os.path.realpath(root)
-    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
 
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
