@@ -32,24 +32,7 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
     register_caption_task(app, engine, batcher, worker=name)
     concurrency = 2 * settings.batch_size
     try:
-        app.worker_main(
-            [
-                "worker",
-                "-Q",
-                settings.caption_queue,
-                "-P",
-                "threads",
-                "-c",
-                str(concurrency),
-                "-n",
-                name,
-                "-E",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                _level(),
-            ]
-        )
+        app.worker_main(_worker_argv(settings.caption_queue, concurrency=concurrency, name=name))
     finally:
         batcher.stop()
 
@@ -58,24 +41,28 @@ def run_route_worker(settings: Settings, *, name: str, concurrency: int = 4) -> 
     """Consume the route queue on the storage host."""
     app = make_app(settings)
     register_route_task(app, settings)
-    app.worker_main(
-        [
-            "worker",
-            "-Q",
-            settings.route_queue,
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-n",
-            name,
-            "-E",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            _level(),
-        ]
-    )
+    app.worker_main(_worker_argv(settings.route_queue, concurrency=concurrency, name=name))
+
+
+def _worker_argv(queue: str, *, concurrency: int, name: str) -> list[str]:
+    """A Celery worker on one queue: a thread pool (the models are loaded once, in this
+    process), task events on for Flower, and no mingle/gossip chatter between workers."""
+    return [
+        "worker",
+        "-Q",
+        queue,
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-n",
+        name,
+        "-E",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        _level(),
+    ]
 
 
 def _level() -> str:
