@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from shared.messages import Entity
-from workers.loading import load_pretrained
+from workers.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +30,19 @@ class Captioner:
     """One Kosmos-2 model and processor, loaded once per worker process."""
 
     def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.processor: Any = load_pretrained(
-            AutoProcessor.from_pretrained, source, flag="--caption-model", what="caption model"
-        )
-        model: Any = load_pretrained(
+        self.processor, self.model = load_model(
             AutoModelForImageTextToText.from_pretrained,
             source,
             flag="--caption-model",
             what="caption model",
+            device=device,
             dtype=dtype,
-            attn_implementation="sdpa",
         )
-        self.model = model.to(device).eval()
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- preprocess (CPU) ----------------------------------------------------

@@ -6,7 +6,9 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import torch
 
 from shared.errors import ModelLoadError
 
@@ -52,3 +54,22 @@ def _explain(source: str, *, flag: str, what: str, exc: BaseException) -> str:
         f"the Hugging Face hub: pre-download it (`hf download {source}`) into HF_HOME, "
         f"or pass {flag} DIR with a local copy"
     )
+
+
+def load_model(
+    model_loader: Callable[..., Any],
+    source: str,
+    *,
+    flag: str,
+    what: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Any, Any]:
+    """(processor, model) from one source: SDPA attention asked for, on the device, in eval mode."""
+    from transformers import AutoProcessor
+
+    processor = load_pretrained(AutoProcessor.from_pretrained, source, flag=flag, what=what)
+    model = load_pretrained(
+        model_loader, source, flag=flag, what=what, dtype=dtype, attn_implementation="sdpa"
+    )
+    return processor, model.to(device).eval()

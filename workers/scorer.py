@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from workers.loading import load_pretrained
+from workers.loading import load_model
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -81,23 +81,19 @@ class Scorer:
     """One CLIP model and processor, loaded once per worker process."""
 
     def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import AutoProcessor, CLIPModel
+        from transformers import CLIPModel
 
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.processor: Any = load_pretrained(
-            AutoProcessor.from_pretrained, source, flag="--clip-model", what="CLIP model"
-        )
-        model: Any = load_pretrained(
+        self.processor, self.model = load_model(
             CLIPModel.from_pretrained,
             source,
             flag="--clip-model",
             what="CLIP model",
+            device=device,
             dtype=dtype,
-            attn_implementation="sdpa",
         )
-        self.model = model.to(device).eval()
         self.tokenizer = self.processor.tokenizer
         self.max_length = int(getattr(self.tokenizer, "model_max_length", 77) or 77)
         if self.max_length > 10_000:  # "unset" sentinel in some tokenizer configs
