@@ -40,41 +40,36 @@ def chunk_caption(text: str, count_tokens: Any, *, budget: int) -> list[str]:
     if not sentences:
         return [text.strip()]
     chunks: list[str] = []
+    fitting: list[tuple[str, int]] = []  # the run of sentences since the last long one
+    for sentence, size in zip(sentences, count_tokens(sentences), strict=True):
+        if size <= budget:
+            fitting.append((sentence, size))
+            continue
+        chunks.extend(_pack(fitting, budget=budget))
+        fitting = []
+        words = sentence.split()
+        chunks.extend(_pack(list(zip(words, count_tokens(words), strict=True)), budget=budget))
+    return chunks + _pack(fitting, budget=budget)
+
+
+def _pack(pieces: list[tuple[str, int]], *, budget: int) -> list[str]:
+    """Greedily join (text, tokens) pieces with spaces into chunks of at most budget tokens.
+
+    A joining space adds no token for CLIP's BPE, which splits on whitespace. A single piece
+    over the budget stays whole (a word the tokenizer then truncates, never drops).
+    """
+    chunks: list[str] = []
     current: list[str] = []
     used = 0
-    for sentence, size in zip(sentences, count_tokens(sentences), strict=True):
-        if size > budget:
-            if current:
-                chunks.append(" ".join(current))
-                current, used = [], 0
-            chunks.extend(_cut_between_words(sentence, count_tokens, budget=budget))
-            continue
-        # A joining space adds no token for CLIP's BPE, which splits on whitespace.
+    for piece, size in pieces:
         if current and used + size > budget:
             chunks.append(" ".join(current))
             current, used = [], 0
-        current.append(sentence)
+        current.append(piece)
         used += size
     if current:
         chunks.append(" ".join(current))
     return chunks
-
-
-def _cut_between_words(sentence: str, count_tokens: Any, *, budget: int) -> list[str]:
-    words = sentence.split()
-    pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    for word, size in zip(words, count_tokens(words), strict=True):
-        if current and used + size > budget:
-            pieces.append(" ".join(current))
-            current, used = [], 0
-        # A single word over the budget is truncated by the tokenizer, not dropped.
-        current.append(word)
-        used += size
-    if current:
-        pieces.append(" ".join(current))
-    return pieces
 
 
 class Scorer:
