@@ -112,15 +112,8 @@ class Enqueuer:
                 size=len(data),
                 mtime=mtime,
                 image_b64=Job.encode_bytes(data),
-                prompts=self.settings.prompts,
-                max_new_tokens=self.settings.max_new_tokens,
-                score=self.settings.score_enabled,
                 enqueued_at=time.time(),
-                num_beams=self.settings.num_beams,
-                repetition_penalty=self.settings.repetition_penalty,
-                no_repeat_ngram_size=self.settings.no_repeat_ngram_size,
-                strip_openings=self.settings.openings,
-                trim_partial=self.settings.trim_partial,
+                **self.settings.job_options(),
             )
         )
         return Enqueued("queued", job_id)

@@ -141,6 +141,20 @@ class Settings:
 
         return resolve_prompts(self.prompt)
 
+    def job_options(self) -> dict[str, Any]:
+        """The caption options every job carries from the storage host's settings, as Job
+        fields (GPU hosts take them from the job, not from their own settings)."""
+        return {
+            "prompts": self.prompts,
+            "max_new_tokens": self.max_new_tokens,
+            "score": self.score_enabled,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "strip_openings": self.openings,
+            "trim_partial": self.trim_partial,
+        }
+
     @property
     def openings(self) -> list[str]:
         return [o.strip() for o in self.strip_openings.split("|") if o.strip()]

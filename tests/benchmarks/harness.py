@@ -70,15 +70,8 @@ def jobs_from_files(root: Path, paths: Sequence[Path], settings: Settings) -> li
                 size=len(data),
                 mtime=path.stat().st_mtime,
                 image_b64=Job.encode_bytes(data),
-                prompts=settings.prompts,
-                max_new_tokens=settings.max_new_tokens,
-                score=True,
                 enqueued_at=time.time(),
-                num_beams=settings.num_beams,
-                repetition_penalty=settings.repetition_penalty,
-                no_repeat_ngram_size=settings.no_repeat_ngram_size,
-                strip_openings=settings.openings,
-                trim_partial=settings.trim_partial,
+                **{**settings.job_options(), "score": True},  # every benchmark path scores
             )
         )
     return jobs
