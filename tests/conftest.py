@@ -59,38 +59,50 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return build_kosmos2(root / "kosmos2", preset="tiny"), build_clip(root / "clip", preset="tiny")
 
 
+def pipeline_folders(base: Path) -> dict[str, Path]:
+    """The pipeline's folders under base; only the inbox exists before kcap runs."""
+    names = ("inbox", "captioned", "clip_failed", "errors", "state")
+    paths = {name: base / name for name in names}
+    paths["inbox"].mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def pipeline_settings(
+    folders: dict[str, Path], tiny_models: tuple[Path, Path], **overrides: object
+) -> Settings:
+    """Settings for a real pipeline on tiny models: small batches, short waits, no scoring
+    threshold to speak of (every image passes unless a test sets one)."""
+    kosmos, clip = tiny_models
+    values: dict[str, object] = {
+        "input_dir": folders["inbox"],
+        "output_dir": folders["captioned"],
+        "clip_failed_dir": folders["clip_failed"],
+        "errors_dir": folders["errors"],
+        "state_dir": folders["state"],
+        "caption_model": str(kosmos),
+        "clip_model": str(clip),
+        "max_new_tokens": 12,
+        "threshold": -1000.0,
+        "gpus": "cpu",
+        "batch_size": 4,
+        "batch_wait_ms": 50,
+        "stable_after_s": 0.3,
+        "visibility_timeout_s": 30,
+        "reconcile_every_s": 3600.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def folders(tmp_path: Path) -> dict[str, Path]:
-    names = ("inbox", "captioned", "clip_failed", "errors", "state")
-    paths = {name: tmp_path / name for name in names}
-    paths["inbox"].mkdir()
-    return paths
+    return pipeline_folders(tmp_path)
 
 
 @pytest.fixture
 def make_settings(folders: dict[str, Path], tiny_models: tuple[Path, Path]) -> Callable[..., Settings]:
-    kosmos, clip = tiny_models
-
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "input_dir": folders["inbox"],
-            "output_dir": folders["captioned"],
-            "clip_failed_dir": folders["clip_failed"],
-            "errors_dir": folders["errors"],
-            "state_dir": folders["state"],
-            "caption_model": str(kosmos),
-            "clip_model": str(clip),
-            "max_new_tokens": 12,
-            "threshold": -1000.0,
-            "gpus": "cpu",
-            "batch_size": 4,
-            "batch_wait_ms": 50,
-            "stable_after_s": 0.3,
-            "visibility_timeout_s": 30,
-            "reconcile_every_s": 3600.0,
-        }
-        values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return pipeline_settings(folders, tiny_models, **overrides)
 
     return make
 

@@ -23,7 +23,7 @@ from shared.embedded_redis import EmbeddedRedis
 from shared.messages import Job, Result
 from shared.naming import job_id_for
 from shared.settings import Settings
-from tests.conftest import Processes, require_redis_server, wait_for
+from tests.conftest import Processes, pipeline_folders, pipeline_settings, require_redis_server, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.modelfactory import tiny_images
 
@@ -75,26 +75,14 @@ def secured(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, P
     base = tmp_path_factory.mktemp("secured")
     password = f"pw-{secrets.token_hex(12)}"
     server = EmbeddedRedis(base / "redis", password=password).start()
-    kosmos, clip = tiny_models
-    (base / "inbox").mkdir()
     (base / "logs").mkdir()
-    settings = Settings(
+    settings = pipeline_settings(
+        pipeline_folders(base),
+        tiny_models,
         broker_url=f"redis://:{password}@127.0.0.1:{server.port}/0",
-        input_dir=base / "inbox",
-        output_dir=base / "captioned",
-        clip_failed_dir=base / "clip_failed",
-        errors_dir=base / "errors",
-        state_dir=base / "state",
-        caption_model=str(kosmos),
-        clip_model=str(clip),
         max_new_tokens=8,
-        threshold=-1000.0,
-        gpus="cpu",
         batch_size=2,
         batch_wait_ms=20,
-        stable_after_s=0.3,
-        visibility_timeout_s=30,
-        reconcile_every_s=3600.0,
         max_file_bytes=MAX_FILE_BYTES,
     )
     procs = Processes(base / "logs")
