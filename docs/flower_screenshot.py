@@ -20,13 +20,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from shared.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
-from shared.settings import Settings  # noqa: E402
+from shared.core.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from shared.core.settings import Settings  # noqa: E402
 from tests.chromium import chromium_binary, run_chromium  # noqa: E402
 from tests.conftest import Processes, wait_for  # noqa: E402
 from tests.integration.helpers import image_bytes, routed_sources  # noqa: E402
 from tests.integration.monitoring import answers, scrape, value  # noqa: E402
-from tests.modelfactory import build_clip, build_kosmos2, tiny_images  # noqa: E402
+from workers.tiny.clip import build_clip  # noqa: E402
+from workers.tiny.images import tiny_images  # noqa: E402
+from workers.tiny.kosmos2 import build_kosmos2  # noqa: E402
 
 PAGES = {"flower.png": "/tasks", "flower-workers.png": "/workers"}
 MAX_BYTES = 500 * 1024

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from celery import Celery
 
 from producer.scan import find_done, find_done_by_stat
-from shared.celery_app import CAPTION_TASK, ROUTE_TASK
-from shared.inflight import InFlight
-from shared.messages import Job, Result
-from shared.naming import job_id_for, links_outside, sha256_file
-from shared.settings import Settings
+from shared.core.inflight import InFlight
+from shared.core.messages import Job, Result
+from shared.core.naming import job_id_for, links_outside, sha256_file
+from shared.core.publisher import Publisher
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,12 @@ class Enqueued:
 class Enqueuer:
     """Reads, hashes and publishes one job per image; waits while too many are in flight."""
 
-    def __init__(self, settings: Settings, app: Celery, inflight: InFlight) -> None:
+    def __init__(self, settings: Settings, publisher: Publisher, inflight: InFlight) -> None:
         self.settings = settings
-        self.app = app
+        self.publisher = publisher
         self.inflight = inflight
         self.root, _ = settings.require_folders()
+        self.options = settings.caption_options()
         self._unsent: set[str] = set()  # claimed by us, publish failed
 
     def offer(self, path: Path, rel_path: str) -> Enqueued:
@@ -104,7 +104,7 @@ class Enqueuer:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
             return Enqueued("refused", job_id)
-        self.publish(
+        self.publisher.send_job(
             Job(
                 job_id=job_id,
                 rel_path=rel_path,
@@ -112,18 +112,11 @@ class Enqueuer:
                 size=len(data),
                 mtime=mtime,
                 image_b64=Job.encode_bytes(data),
+                options=self.options,
                 enqueued_at=time.time(),
-                **self.settings.job_options(),
             )
         )
         return Enqueued("queued", job_id)
-
-    def publish(self, job: Job) -> None:
-        self.app.send_task(
-            CAPTION_TASK,
-            args=[job.to_dict(), self.settings.route_queue],
-            queue=self.settings.caption_queue,
-        )
 
     def _refusal(self, path: Path, size: int) -> str:
         if self._links_outside(path):
@@ -160,7 +153,7 @@ class Enqueuer:
             worker="producer",
             enqueued_at=time.time(),
         )
-        self.app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=self.settings.route_queue)
+        self.publisher.send_result(result, queue=self.settings.route_queue)
 
     def _wait_for_room(self) -> None:
         """Back-pressure: a backlog of a million files never floods Redis."""

@@ -7,10 +7,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.imagetypes import looks_like_image
-from shared.naming import RECORD_EXT, candidate_error_placements, candidate_placements, is_ignored_name
-from shared.records import read_json, record_job_id
-from shared.settings import Settings
+from shared.core.imagetypes import looks_like_image
+from shared.core.naming import (
+    RECORD_EXT,
+    candidate_error_placements,
+    candidate_placements,
+    is_ignored_name,
+    stem_of,
+)
+from shared.core.records import read_json, record_job_id
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +102,7 @@ def find_done_by_stat(settings: Settings, rel_path: str, size: int, mtime_ns: in
     """
     parent_parts = rel_path.split("/")[:-1]
     name = rel_path.split("/")[-1]
-    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    stem = stem_of(name)
     for root in (settings.output_dir, settings.clip_failed_dir):
         if root is None:
             continue

@@ -6,19 +6,20 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from celery import Celery
 from kombu.exceptions import OperationalError
 
 from producer.enqueue import Enqueuer
 from producer.scan import InputFilter
 from producer.stability import StabilityGate
 from producer.watcher import start_observer
-from shared.celery_app import make_app
-from shared.inflight import InFlight
-from shared.settings import Settings
+from shared.core.celery_app import make_app
+from shared.core.inflight import InFlight
+from shared.core.publisher import CeleryPublisher, Publisher
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,18 @@ _BROKER_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, 
 class Producer:
     """Finds images under the input folder and enqueues each one once."""
 
-    def __init__(self, settings: Settings, *, app: Celery | None = None, inflight: InFlight | None = None):
+    def __init__(
+        self, settings: Settings, *, publisher: Publisher | None = None, inflight: InFlight | None = None
+    ) -> None:
         self.settings = settings
         self.filter = InputFilter(settings)
         self.gate = StabilityGate(stable_after_s=settings.stable_after_s)
         self.inflight = inflight or InFlight.connect(settings)
-        self.enqueuer = Enqueuer(settings, app or make_app(settings), self.inflight)
+        if publisher is None:
+            publisher = CeleryPublisher(
+                make_app(settings), caption_queue=settings.caption_queue, route_queue=settings.route_queue
+            )
+        self.enqueuer = Enqueuer(settings, publisher, self.inflight)
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
 
@@ -115,12 +122,12 @@ class Producer:
             observer.stop()
             observer.join(timeout=5)
 
-    def run_backlog(self, *, on_progress: object = None) -> Counter[str]:
+    def run_backlog(self, *, on_progress: Callable[[], None] | None = None) -> Counter[str]:
         """Enqueue everything under the root once, then wait until all of it is routed."""
         self.scan()
         while len(self.gate) and not self._stop.is_set():
             self.pump()
-            if callable(on_progress):
+            if on_progress is not None:
                 on_progress()
             self._stop.wait(_TICK_S)
         next_reconcile = time.monotonic() + self.settings.reconcile_every_s
@@ -128,7 +135,7 @@ class Producer:
             try:
                 if not self.inflight.size():
                     break
-                if callable(on_progress):
+                if on_progress is not None:
                     on_progress()
                 self.pump()
                 next_reconcile = self._reconcile_if_due(next_reconcile)

@@ -61,11 +61,10 @@ class StabilityGate:
                 if current is None or (current.size, current.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
                     # First look, or it changed since: (re)start the clock. A touch() since the
                     # last look also restarts it, because it reset the entry to None.
-                    self._seen[path] = _Seen(stat.st_size, stat.st_mtime_ns, now)
+                    current = _Seen(stat.st_size, stat.st_mtime_ns, now)
+                    self._seen[path] = current
                     if self.stable_after_s > 0:
                         continue
-                    current = self._seen[path]
-                assert current is not None
                 if now - current.stable_since >= self.stable_after_s:
                     del self._seen[path]
                     ready.append(path)

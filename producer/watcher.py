@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import (
@@ -24,7 +25,7 @@ from producer.stability import StabilityGate
 class _GateHandler(FileSystemEventHandler):
     """Every event that may mean "a file is here or has new bytes" touches the gate."""
 
-    def __init__(self, gate: StabilityGate, on_new_dir: object) -> None:
+    def __init__(self, gate: StabilityGate, on_new_dir: Callable[[Path], None] | None) -> None:
         self.gate = gate
         self.on_new_dir = on_new_dir
 
@@ -37,7 +38,7 @@ class _GateHandler(FileSystemEventHandler):
             # A folder moved in (or made and filled quickly) brings files with no events of
             # their own; the producer scans it.
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
-            if callable(self.on_new_dir):
+            if self.on_new_dir is not None:
                 self.on_new_dir(Path(str(target)))
 
 
@@ -48,7 +49,7 @@ def start_observer(
     recursive: bool,
     polling: bool,
     poll_interval_s: float,
-    on_new_dir: object = None,
+    on_new_dir: Callable[[Path], None] | None = None,
 ) -> BaseObserver:
     """A started observer (inotify and friends, or polling) feeding the gate."""
     observer: BaseObserver = PollingObserver(timeout=poll_interval_s) if polling else Observer()

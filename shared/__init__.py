@@ -1,1 +1,3 @@
-"""kcap's shared package: settings, the Celery app, message schemas, naming rules, errors."""
+"""kcap's shared package, in floors: shared.core (the ground floor everything stands on),
+shared.report (reading a finished run back) and shared.cli (the top floor: the `kcap`
+command, which composes the producer and the workers; nothing imports it)."""

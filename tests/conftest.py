@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.embedded_redis import EmbeddedRedis, find_redis_server
-from shared.errors import BrokerError
-from shared.settings import Settings
+from shared.core.embedded_redis import EmbeddedRedis, find_redis_server
+from shared.core.errors import BrokerError
+from shared.core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,8 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Tiny Kosmos-2 and CLIP built with the real classes, loaded back by path."""
-    from tests.modelfactory import build_clip, build_kosmos2
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
 
     root = tmp_path_factory.mktemp("models")
     return build_kosmos2(root / "kosmos2", preset="tiny"), build_clip(root / "clip", preset="tiny")

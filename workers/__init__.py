@@ -1,1 +1,2 @@
-"""kcap's GPU side (caption, score) and the route task that files results into storage."""
+"""kcap's workers: the caption side (workers.captioning, GPU hosts) and the route side
+(workers.routing, the storage host). The two never import each other."""

@@ -9,14 +9,14 @@ import sys
 from typing import Any
 
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.errors import ConfigError
-from shared.settings import Settings
+from shared.core.errors import ConfigError
+from shared.core.settings import Settings
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("flower", help="the Flower dashboard for kcap's workers and tasks")
     add_settings_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=flower)
 
 
 def is_loopback(address: str) -> bool:
@@ -30,10 +30,7 @@ def is_loopback(address: str) -> bool:
 
 def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """argv and environment for Flower. Secrets travel in the environment, never in argv."""
-    if not settings.broker_url:
-        from shared.celery_app import raise_missing_broker
-
-        raise_missing_broker()
+    settings.require_broker()
     if not is_loopback(settings.flower_address) and not settings.flower_basic_auth:
         raise ConfigError(
             f"refusing to start Flower on {settings.flower_address} without a password: "
@@ -47,7 +44,7 @@ def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         "-m",
         "celery",
         "-A",
-        "shared.celery_app:app",
+        "shared.core.flower_app:app",
         "flower",
         f"--address={settings.flower_address}",
         f"--port={settings.flower_port}",
@@ -55,7 +52,7 @@ def flower_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def run(args: argparse.Namespace) -> int:
+def flower(args: argparse.Namespace) -> int:
     argv, env = flower_command(settings_from_args(args))
     os.execvpe(argv[0], argv, env)  # Flower takes over this process
     return 0  # pragma: no cover - exec does not return

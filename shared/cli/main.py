@@ -1,4 +1,9 @@
-"""`kcap`: one console script; each subcommand lives in its own module."""
+"""`kcap`: one console script; each subcommand lives in its own module, named after it.
+
+The CLI is the top floor: it composes the producer and the workers and nothing imports it.
+Each handler returns an Exit (shared.cli.exits); a KcapError becomes one sentence on stderr
+and Exit.ERROR, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 
-from shared.cli import export, flower, report, status, up, watch, worker
-from shared.errors import EXIT_ERROR, KcapError
-from shared.logs import configure_logging
+from shared.cli import export, flower, report, router, run, status, up, watch, worker
+from shared.cli.exits import Exit
+from shared.core.errors import KcapError
+from shared.core.logs import configure_logging
 
 log = logging.getLogger("kcap")
+
+COMMANDS = (up, run, watch, worker, router, flower, status, export, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,13 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ...")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up.add_parsers(commands)
-    watch.add_parser(commands)
-    worker.add_parsers(commands)
-    flower.add_parser(commands)
-    status.add_parser(commands)
-    export.add_parser(commands)
-    report.add_parser(commands)
+    for command in COMMANDS:
+        command.add_parser(commands)
     return parser
 
 
@@ -39,13 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.current_process().name = f"kcap-{args.command}"
     configure_logging(args.log_level)
     try:
-        return int(args.handler(args) or 0)
+        return int(args.handler(args) or Exit.OK)
     except KcapError as exc:
         # A clear sentence, no traceback soup.
         print(f"kcap: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return Exit.ERROR
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 # (flags, settings field, argparse keyword arguments). Defaults stay None so that unset
 # flags fall through to KCAP_* variables and then to Settings' defaults.

@@ -9,7 +9,8 @@ from typing import Any
 
 import redis
 
-from shared.inflight import InFlight
+from shared.core.inflight import InFlight
+from shared.core.outcomes import Outcome
 
 log = logging.getLogger("kcap.progress")
 
@@ -37,13 +38,13 @@ class Progress:
             return f"waiting for Redis ({type(exc).__name__})"
 
     def _counts_line(self) -> str:
-        counts = self.inflight.counts()
-        in_flight = self.inflight.size()
-        rate = self.inflight.rate()
-        eta = f"{in_flight / rate:.0f}s" if rate > 0 and in_flight else "-"
+        snap = self.inflight.snapshot()
+        counts = snap.counts
+        eta = "-" if snap.eta_s is None or not snap.in_flight else f"{snap.eta_s:.0f}s"
         return (
-            f"output {counts['output']}  clip-failed {counts['clip_failed']}  errors {counts['errors']}  "
-            f"in flight {in_flight}  {rate:.2f} img/s  ETA {eta}"
+            f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
+            f"errors {counts[Outcome.ERRORS]}  in flight {snap.in_flight}  "
+            f"{snap.images_per_s:.2f} img/s  ETA {eta}"
         )
 
     def _render(self) -> Any:

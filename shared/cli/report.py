@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from shared.cli.exits import Exit
 from shared.cli.export import add_folder_arguments
-from shared.dataset import Roots, read_dataset, resolve_roots, summarize
-from shared.gallery import render
+from shared.report.dataset import resolve_roots
+from shared.report.gallery import write_report
 
 
 def add_parser(commands: Any) -> None:
@@ -19,20 +20,10 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("report.html"), help="the page (report.html)")
     parser.add_argument("--title", default="kcap report", help="the page's title")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=report)
 
 
-def write_report(roots: Roots, out: Path, *, title: str = "kcap report") -> dict[str, Any]:
-    """Render and write the page; the run's summary."""
-    out = out.expanduser().resolve()
-    dataset = read_dataset(roots)
-    summary = summarize(dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(dataset, summary, report_path=out, title=title), encoding="utf-8")
-    return summary
-
-
-def run(args: argparse.Namespace) -> int:
+def report(args: argparse.Namespace) -> int:
     roots = resolve_roots(args.output_dir, args.clip_failed_dir, args.errors_dir)
     summary = write_report(roots, args.out, title=args.title)
     counts = summary["counts"]
@@ -40,4 +31,4 @@ def run(args: argparse.Namespace) -> int:
         f"{counts['output']} output, {counts['clip_failed']} clip failed, {counts['errors']} errors: "
         f"wrote {args.out.expanduser().resolve()}"
     )
-    return 0
+    return Exit.OK

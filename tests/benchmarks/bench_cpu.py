@@ -88,7 +88,7 @@ def run_path(name: str, workdir: Path, plan: Plan) -> dict[str, Any]:
 def _in_process(
     batch_size: int, kosmos: Path, clip: Path, files: list[Path], root: Path, plan: Plan, *, compile: bool
 ) -> dict[str, Any]:
-    from workers.engine import Engine
+    from workers.captioning.engine import Engine
 
     settings = bench_settings(kosmos, clip, plan).replace(batch_size=batch_size, compile=compile)
     started = time.perf_counter()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.lifetime import die_with_parent
+from shared.core.parent_death import die_with_parent
 from tests.benchmarks import harness
 from tests.benchmarks.cpu_plan import Plan, bench_settings
 

@@ -54,7 +54,8 @@ def images_root(workdir: Path) -> Path:
 
 
 def prepare_workdir(workdir: Path, plan: Plan) -> None:
-    from tests.modelfactory import build_clip, build_kosmos2
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
 
     kosmos, clip = models_dir(workdir)
     if not (kosmos / "config.json").exists():
@@ -73,7 +74,7 @@ def image_files(workdir: Path) -> list[Path]:
 
 def bench_settings(kosmos: Path, clip: Path, plan: Plan, **more: Any) -> Any:
     """kcap's defaults (prompt, cleanup, greedy), the benchmark models and token count."""
-    from shared.settings import Settings
+    from shared.core.settings import Settings
 
     return Settings(
         caption_model=str(kosmos), clip_model=str(clip), max_new_tokens=plan.new_tokens, gpus="cpu", **more

@@ -64,7 +64,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def build_models(root: Path, *, preset: str, device: torch.device) -> tuple[Path, Path, float]:
     """Both checkpoints in bf16; initialised on the GPU when there is one (CPU init is ~60 s)."""
-    from tests.modelfactory import build_clip, build_kosmos2
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
 
     started = time.perf_counter()
     kosmos, clip = root / "kosmos2", root / "clip"
@@ -105,8 +106,8 @@ def _row(label: str, batch_size: int, batch_run: harness.Run, base: harness.Run)
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
-    from shared.settings import Settings
-    from workers.engine import Engine
+    from shared.core.settings import Settings
+    from workers.captioning.engine import Engine
 
     started = time.perf_counter()
     device = torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")

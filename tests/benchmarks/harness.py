@@ -24,16 +24,16 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from shared.lifetime import die_with_parent
-from shared.messages import Job
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.messages import Job
+from shared.core.naming import job_id_for
+from shared.core.parent_death import die_with_parent
+from shared.core.settings import Settings
 
 MIB = 1024 * 1024
 
@@ -44,7 +44,7 @@ MIB = 1024 * 1024
 
 def write_images(folder: Path, count: int, *, size: tuple[int, int], seed: int = 7) -> list[Path]:
     """``count`` distinct JPEG files (camera-like input), the same for the same arguments."""
-    from tests.modelfactory import tiny_images
+    from workers.tiny.images import tiny_images
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -71,7 +71,8 @@ def jobs_from_files(root: Path, paths: Sequence[Path], settings: Settings) -> li
                 mtime=path.stat().st_mtime,
                 image_b64=Job.encode_bytes(data),
                 enqueued_at=time.time(),
-                **{**settings.job_options(), "score": True},  # every benchmark path scores
+                # every benchmark path scores
+                options=replace(settings.caption_options(), score=True),
             )
         )
     return jobs
@@ -210,12 +211,13 @@ def kcap_batched(
     ``warmup`` jobs go through one untimed ``run_batch`` first (lazy initialisation,
     allocator warm-up), so the timed figure is the steady state.
     """
-    from workers.batcher import Batcher
+    from workers.captioning.batcher import Batcher
 
     device = engine.captioner.device
     if warmup:
         batch = list(warmup)[:batch_size]
-        engine.run_batch(batch[0].options()[0], [engine.prepare(job) for job in batch])
+        first = batch[0].options
+        engine.run_batch(first.for_prompt(first.prompt), [engine.prepare(job) for job in batch])
     synchronize(device)
     reset_peak_gpu(device)
     batcher = Batcher(engine.run_batch, max_size=batch_size, max_wait_s=batch_wait_s).start()
@@ -223,7 +225,7 @@ def kcap_batched(
     def one(job: Job) -> Any:
         # As the caption task: one batch item per prompt, the best score wins.
         prepared = engine.prepare(job)
-        futures = [batcher.submit(options, prepared) for options in job.options()]
+        futures = [batcher.submit(job.options.for_prompt(p), prepared) for p in job.options.prompts]
         done = [future.result() for future in futures]
         return max(done, key=lambda d: -1e9 if d.score is None else d.score)
 
@@ -258,7 +260,7 @@ def check_fixed_length(engine: Any, job: Job, *, new_tokens: int) -> None:
     """
     prepared = engine.prepare(job)
     ids = engine.captioner.forward(
-        [prepared.caption_pixels], prompt=job.prompts[0], max_new_tokens=new_tokens
+        [prepared.caption_pixels], prompt=job.options.prompt, max_new_tokens=new_tokens
     )  # no min_new_tokens, as run_batch calls it
     eos = engine.captioner.model.generation_config.eos_token_id
     pad = engine.captioner.model.generation_config.pad_token_id

@@ -32,7 +32,8 @@ DTYPES = ("float32", "bfloat16")
 def build(models: Path) -> dict[str, Any]:
     import torch
 
-    from tests.modelfactory import build_clip, build_kosmos2
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
 
     started = time.perf_counter()
     build_kosmos2(models / "kosmos2", preset="full", dtype=torch.bfloat16)
@@ -47,8 +48,8 @@ def weight_bytes(model: Any) -> int:
 
 def measure(models: Path, dtype: str, *, new_tokens: int) -> dict[str, Any]:
     """In a fresh process: the caption worker's load, then one batch-1 caption and score."""
-    from shared.settings import Settings
-    from workers.engine import Engine
+    from shared.core.settings import Settings
+    from workers.captioning.engine import Engine
 
     import_rss = harness.current_rss_bytes()
     settings = Settings(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 
 def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -20,7 +20,7 @@ def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
 
 def drop_images(settings: Settings, n: int, *, seed: int, prefix: str = "f") -> list[str]:
     """n distinct PNGs named <prefix>NN.png in the input folder; their sorted names."""
-    from tests.modelfactory import tiny_images
+    from workers.tiny.images import tiny_images
 
     assert settings.input_dir is not None
     names = []

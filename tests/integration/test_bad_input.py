@@ -21,14 +21,14 @@ from PIL import Image
 
 from producer.enqueue import Enqueuer
 from producer.scan import InputFilter
-from shared.celery_app import make_app
-from shared.inflight import InFlight
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.inflight import InFlight
+from shared.core.naming import job_id_for
+from shared.core.publisher import StubPublisher
+from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
-from tests.modelfactory import tiny_images
 from tests.unit.test_decode import declared_png, exif_rotated_jpeg, truncated_jpeg
+from workers.tiny.images import tiny_images
 
 UNICODE_NAME = "café ünï 日本 with  spaces.png"
 
@@ -187,7 +187,7 @@ def test_hidden_and_temporary_names_are_not_inputs(make_settings: Callable[..., 
 
 def _enqueuer(settings: Settings) -> tuple[Enqueuer, InFlight]:
     inflight = InFlight.connect(settings)
-    return Enqueuer(settings, make_app(settings), inflight), inflight
+    return Enqueuer(settings, StubPublisher(), inflight), inflight
 
 
 def test_a_file_deleted_before_it_is_read_is_logged_and_not_queued(

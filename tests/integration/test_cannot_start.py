@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.errors import EXIT_ERROR
-from shared.settings import Settings
+from shared.cli.exits import Exit
+from shared.core.settings import Settings
 from tests.conftest import Processes
 from tests.integration.helpers import drop_images
 
@@ -26,7 +26,7 @@ def test_kcap_run_with_a_missing_model_stops_with_the_reason_and_loses_nothing(
     run = procs.kcap("run", settings=settings)
     run.wait(timeout=120)
     logs = procs.logs()
-    assert run.returncode == EXIT_ERROR, logs[-4000:]
+    assert run.returncode == Exit.ERROR, logs[-4000:]
     # The worker's own reason, once, then the run's: not a restart loop.
     assert f"caption model not found at {missing}" in logs
     assert logs.count(f"caption model not found at {missing}") == 1, logs[-4000:]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from shared.messages import Result
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.messages import Result
+from shared.core.naming import job_id_for
+from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes
-from tests.modelfactory import tiny_images
-from workers.route import Router
+from workers.routing.router import Router
+from workers.tiny.images import tiny_images
 
 
 def test_load_dataset_imagefolder_reads_every_routed_image_with_its_caption(

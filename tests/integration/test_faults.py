@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.celery_app import CAPTION_TASK, make_app
-from shared.embedded_redis import EmbeddedRedis, free_port
-from shared.messages import Job
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.celery_app import CAPTION_TASK, make_app
+from shared.core.embedded_redis import EmbeddedRedis, free_port
+from shared.core.messages import Job
+from shared.core.naming import job_id_for
+from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import drop_images, records, routed_sources
 
@@ -139,9 +139,7 @@ def test_a_job_delivered_twice_is_routed_once(
         size=len(data),
         mtime=0.0,
         image_b64=Job.encode_bytes(data),
-        prompts=settings.prompts,
-        max_new_tokens=settings.max_new_tokens,
-        score=True,
+        options=settings.caption_options(),
         enqueued_at=time.time(),
     )
     make_app(settings).send_task(

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from shared.cli.main import main
-from shared.embedded_redis import free_port
-from shared.settings import Settings
+from shared.core.embedded_redis import free_port
+from shared.core.settings import Settings
 from tests.conftest import REPO, Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value
-from tests.modelfactory import tiny_images
+from workers.tiny.images import tiny_images
 
 HOST = socket.gethostname()
 LOGIN = "kcap-test:s3cret-Pa55word"

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources, write_slowly
-from tests.modelfactory import tiny_images
+from workers.tiny.images import tiny_images
 
 
 def test_dropped_images_are_each_routed_once_with_caption_and_record(

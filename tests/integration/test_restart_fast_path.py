@@ -7,12 +7,12 @@ import os
 from collections.abc import Callable
 
 from producer.enqueue import Enqueuer
-from shared.celery_app import make_app
-from shared.inflight import InFlight
-from shared.messages import Result
-from shared.naming import job_id_for
-from shared.settings import Settings
-from workers.route import Router
+from shared.core.inflight import InFlight
+from shared.core.messages import Result
+from shared.core.naming import job_id_for
+from shared.core.publisher import StubPublisher
+from shared.core.settings import Settings
+from workers.routing.router import Router
 
 
 def test_a_done_input_is_skipped_by_size_and_mtime_and_a_changed_one_is_not(
@@ -26,8 +26,8 @@ def test_a_done_input_is_skipped_by_size_and_mtime_and_a_changed_one_is_not(
     Router(settings).route(
         Result(job_id=job_id_for("a.jpg", sha), rel_path="a.jpg", content_sha256=sha, ok=True, caption="c")
     )
-    app = make_app(settings)
-    enqueuer = Enqueuer(settings, app, InFlight.connect(settings))
+    publisher = StubPublisher()
+    enqueuer = Enqueuer(settings, publisher, InFlight.connect(settings))
     assert enqueuer.offer(source, "a.jpg").status == "done"
 
     # Same size, mtime set back: taken as unchanged without reading (as rsync does), which
@@ -40,4 +40,4 @@ def test_a_done_input_is_skipped_by_size_and_mtime_and_a_changed_one_is_not(
     # A real change (new mtime) is read, hashed and queued as a new job.
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert enqueuer.offer(source, "a.jpg").status == "queued"
-    app.close()
+    assert [job.rel_path for job in publisher.jobs] == ["a.jpg"]

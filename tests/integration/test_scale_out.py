@@ -8,7 +8,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 from tests.conftest import REPO, Processes, wait_for
 from tests.integration.helpers import drop_images, records, routed_sources
 from tests.integration.monitoring import kcap_status

@@ -18,14 +18,14 @@ import pytest
 import redis
 from kombu import Connection, Queue
 
-from shared.celery_app import CAPTION_TASK, ROUTE_TASK, make_app
-from shared.embedded_redis import EmbeddedRedis
-from shared.messages import Job, Result
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.celery_app import CAPTION_TASK, ROUTE_TASK, make_app
+from shared.core.embedded_redis import EmbeddedRedis
+from shared.core.messages import Job, Result
+from shared.core.naming import job_id_for
+from shared.core.settings import Settings
 from tests.conftest import Processes, pipeline_folders, pipeline_settings, require_redis_server, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
-from tests.modelfactory import tiny_images
+from workers.tiny.images import tiny_images
 
 MAX_FILE_BYTES = 50_000
 
@@ -130,9 +130,7 @@ def test_a_pickle_message_is_refused_unexecuted_and_json_jobs_still_run(secured:
         size=len(data),
         mtime=time.time(),
         image_b64=Job.encode_bytes(data),
-        prompts=settings.prompts,
-        max_new_tokens=settings.max_new_tokens,
-        score=True,
+        options=settings.caption_options(),
         enqueued_at=time.time(),
     )
     task_id = str(uuid.uuid4())

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.embedded_redis import find_redis_server, free_port
-from shared.settings import Settings
+from shared.core.embedded_redis import find_redis_server, free_port
+from shared.core.settings import Settings
 from tests.conftest import Processes
 from tests.integration.helpers import image_bytes, records
-from tests.modelfactory import tiny_images
+from workers.tiny.images import tiny_images
 
 PASSWORD = "tls-secret-4f9a"
 

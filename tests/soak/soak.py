@@ -28,7 +28,7 @@ What it does, in order:
    spawned (SIGTERM, or SIGKILL with --redis-signal KILL), watch for --redis-down-s seconds
    whether kcap notices or restarts it (it does not: that is reported), then start a
    redis-server again on the same port over the same append-only data folder (with
-   shared.embedded_redis.EmbeddedRedis, exactly the arguments kcap uses), so the rest of the
+   shared.core.embedded_redis.EmbeddedRedis, exactly the arguments kcap uses), so the rest of the
    stack sees "Redis restarted" rather than "Redis gone for good".
 5. Drains (no more chaos) until every input has a record or --drain-timeout-s passes, waits
    a settle period (visibility timeout + 5 s) for late duplicates, stops `kcap up` with
@@ -110,7 +110,7 @@ def plan(n: int, rng: random.Random) -> list[Action]:
     """n distinct input files (and some re-touches of them), in drop order."""
     from PIL import Image
 
-    from tests.modelfactory import tiny_images
+    from workers.tiny.images import tiny_images
 
     n_bad = max(3, round(n * 0.02))
     n_dup = max(2, round(n * 0.05))
@@ -341,7 +341,8 @@ class Soak:
 
     # -- setup ------------------------------------------------------------------------------
     def build_models(self) -> tuple[Path, Path]:
-        from tests.modelfactory import build_clip, build_kosmos2
+        from workers.tiny.clip import build_clip
+        from workers.tiny.kosmos2 import build_kosmos2
 
         started = time.monotonic()
         models = self.work / "models"
@@ -530,7 +531,7 @@ class Soak:
 
     def restart_redis(self) -> None:
         """Stop the redis-server kcap up spawned; see whether kcap reacts; start one again."""
-        from shared.embedded_redis import EmbeddedRedis
+        from shared.core.embedded_redis import EmbeddedRedis
 
         url = self.broker_url()
         pids = self.redis_pids()

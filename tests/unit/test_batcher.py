@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from workers.batcher import Batcher
+from workers.captioning.batcher import Batcher
 
 
 def _echo_batcher(

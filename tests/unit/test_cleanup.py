@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from shared.messages import Entity
-from shared.settings import Settings
-from workers.cleanup import clean_caption
+from shared.core.messages import Entity
+from shared.core.settings import Settings
+from workers.captioning.text_cleanup import clean_caption
 
-OPENINGS = tuple(Settings().openings)
+OPENINGS = Settings().caption_options().strip_openings
 
 
 def test_stock_openings_and_extra_whitespace_go_and_entities_follow() -> None:

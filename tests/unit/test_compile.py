@@ -12,15 +12,15 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from shared.messages import CaptionOptions
-from shared.settings import Settings
+from shared.core.messages import CaptionOptions
+from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes
-from tests.modelfactory import tiny_images
 from tests.unit.test_models import _job
-from workers.engine import Engine
+from workers.captioning.engine import Engine
+from workers.tiny.images import tiny_images
 
 REPO = Path(__file__).resolve().parents[2]
-OPTIONS = CaptionOptions(prompt=Settings().prompts[0], max_new_tokens=10, score=False)
+OPTIONS = CaptionOptions(prompts=(Settings().prompts[0],), max_new_tokens=10, score=False)
 
 
 def _settings(tiny_models: tuple[Path, Path], **more: object) -> Settings:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import BadImageError
-from workers.decode import decode_image
+from shared.core.errors import BadImageError
+from workers.captioning.decode import decode_image
 
 CAP = 100_000_000
 

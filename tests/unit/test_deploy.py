@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from shared.cli.main import build_parser
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 yaml = pytest.importorskip("yaml")
 

@@ -1,4 +1,4 @@
-"""`kcap export` and shared.dataset, on folders written by hand (the on-disk contract)."""
+"""`kcap export` and shared.report.dataset, on folders written by hand (the on-disk contract)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from shared.cli.export import COLUMNS, export
 from shared.cli.main import main
-from shared.dataset import Roots, percentile, read_dataset, resolve_roots, summarize
-from shared.errors import ConfigError
+from shared.core.errors import ConfigError
+from shared.report.dataset import Roots, percentile, read_dataset, resolve_roots, summarize
+from shared.report.export import COLUMNS, write_export
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +122,7 @@ def test_summary_counts_and_statistics_cover_every_record(run_folders: Roots) ->
 
 def test_csv_has_one_row_per_image_and_summary_json_beside_it(run_folders: Roots, tmp_path: Path) -> None:
     out = tmp_path / "exports" / "run.csv"
-    export(run_folders, out, fmt="csv")
+    write_export(run_folders, out, fmt="csv")
     with out.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == COLUMNS
@@ -149,7 +149,7 @@ def test_csv_has_one_row_per_image_and_summary_json_beside_it(run_folders: Roots
 
 def test_jsonl_keeps_types_and_nulls(run_folders: Roots, tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
-    export(run_folders, out, fmt="jsonl")
+    write_export(run_folders, out, fmt="jsonl")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6
     first = rows[0]  # rows run output, clip_failed, errors, each by path
@@ -244,7 +244,7 @@ def test_cli_prints_the_summary_and_writes_both_files(
 
 def test_an_export_inside_a_results_folder_is_refused(run_folders: Roots) -> None:
     with pytest.raises(ConfigError, match="inside the output folder"):
-        export(run_folders, run_folders.output / "export.csv", fmt="csv")
+        write_export(run_folders, run_folders.output / "export.csv", fmt="csv")
     assert not (run_folders.output / "summary.json").exists()
 
 

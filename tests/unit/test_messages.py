@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from shared.errors import DecodeError
-from shared.messages import Job, Result
+from shared.core.errors import DecodeError
+from shared.core.messages import CaptionOptions, Job, Result
 
 
 def _job(**changes: object) -> Job:
@@ -16,9 +16,7 @@ def _job(**changes: object) -> Job:
         "size": 3,
         "mtime": 1.5,
         "image_b64": Job.encode_bytes(b"\xff\xd8\xff"),
-        "prompts": ["p"],
-        "max_new_tokens": 8,
-        "score": True,
+        "options": CaptionOptions(prompts=("p",), max_new_tokens=8, score=True),
         "enqueued_at": 2.0,
     }
     values.update(changes)
@@ -57,3 +55,16 @@ def test_ids_that_could_steer_a_file_name_are_refused() -> None:
     for changes in ({"content_sha256": "/../../z" + "0" * 56}, {"job_id": "../x"}, {"job_id": "ABCDEF12"}):
         with pytest.raises(DecodeError, match="lowercase hex"):
             Job.from_dict({**_job().to_dict(), **changes})
+
+
+def test_caption_options_travel_nested_and_come_back_as_a_hashable_batch_key() -> None:
+    job = _job(options=CaptionOptions(prompts=("a", "b"), strip_openings=("The image shows",), score=True))
+    back = Job.decode(job.encode())
+    assert back.options == job.options
+    assert json.loads(job.encode())["options"]["prompts"] == ["a", "b"]
+    keys = {back.options.for_prompt(p) for p in back.options.prompts}
+    assert {k.prompt for k in keys} == {"a", "b"}
+    with pytest.raises(DecodeError, match="prompts"):
+        Job.from_dict({**job.to_dict(), "options": {**job.options.to_dict(), "prompts": []}})
+    with pytest.raises(DecodeError, match="unknown fields"):
+        Job.from_dict({**job.to_dict(), "options": {**job.options.to_dict(), "beams": 4}})

@@ -8,9 +8,10 @@ import socket
 import pytest
 from prometheus_client import REGISTRY
 
-from shared import metrics
-from shared.errors import ConfigError
-from shared.settings import Settings
+from shared.core import metrics
+from shared.core.errors import ConfigError
+from shared.core.outcomes import Outcome
+from shared.core.settings import Settings
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -25,10 +26,10 @@ def test_a_routed_image_counts_once_with_its_score_and_latency() -> None:
         _sample("kcap_clip_score_sum"),
         _sample("kcap_end_to_end_latency_seconds_count"),
     )
-    metrics.observe_routed("clip_failed", score=12.5, enqueued_at=1.0, newly_placed=True)
-    metrics.observe_routed("clip_failed", score=12.5, enqueued_at=1.0, newly_placed=False)  # redelivered
-    metrics.observe_routed("skipped", score=None, enqueued_at=1.0, newly_placed=False)
-    metrics.observe_routed("errors", score=None, enqueued_at=0.0, newly_placed=True)
+    metrics.observe_routed(Outcome.CLIP_FAILED, score=12.5, enqueued_at=1.0, newly_placed=True)
+    metrics.observe_routed(Outcome.CLIP_FAILED, score=12.5, enqueued_at=1.0, newly_placed=False)  # again
+    metrics.observe_routed(None, score=None, enqueued_at=1.0, newly_placed=False)  # input changed
+    metrics.observe_routed(Outcome.ERRORS, score=None, enqueued_at=0.0, newly_placed=True)
     after = (
         _sample("kcap_images_routed_total", outcome="clip_failed"),
         _sample("kcap_clip_score_count"),
@@ -82,6 +83,6 @@ def test_a_taken_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCapture
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with caplog.at_level(logging.ERROR, logger="shared.metrics"):
+        with caplog.at_level(logging.ERROR, logger="shared.core.metrics"):
             assert metrics.serve(role="route", worker="route@test", port=port, address="127.0.0.1") is None
     assert "cannot serve metrics" in caplog.text and "route@test" in caplog.text

@@ -11,15 +11,15 @@ import pytest
 import torch
 from transformers import CLIPModel, CLIPProcessor
 
-from shared.errors import ModelLoadError
-from shared.messages import CaptionOptions, Job
-from shared.naming import job_id_for
-from shared.settings import Settings
+from shared.core.errors import ModelLoadError
+from shared.core.messages import CaptionOptions, Job
+from shared.core.naming import job_id_for
+from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes
-from tests.modelfactory import tiny_images
-from workers.captioner import Captioner
-from workers.engine import Engine, Prepared
-from workers.scorer import Scorer, chunk_caption
+from workers.captioning.captioner import Captioner
+from workers.captioning.engine import Engine, Prepared
+from workers.captioning.scorer import Scorer, chunk_caption
+from workers.tiny.images import tiny_images
 
 CPU = torch.device("cpu")
 
@@ -40,9 +40,7 @@ def _job(data: bytes, rel: str = "x.png", *, score: bool = True, tokens: int = 1
         size=len(data),
         mtime=0.0,
         image_b64=Job.encode_bytes(data),
-        prompts=Settings().prompts,
-        max_new_tokens=tokens,
-        score=score,
+        options=CaptionOptions(prompts=tuple(Settings().prompts), max_new_tokens=tokens, score=score),
         enqueued_at=0.0,
     )
 
@@ -53,7 +51,7 @@ def _prepared(engine: Engine, n: int, seed: int = 5) -> list[Prepared]:
     ]
 
 
-OPTIONS = CaptionOptions(prompt=Settings().prompts[0], max_new_tokens=10, score=True)
+OPTIONS = CaptionOptions(prompts=(Settings().prompts[0],), max_new_tokens=10, score=True)
 
 
 def test_a_batch_gives_the_same_captions_and_scores_as_one_at_a_time(engine: Engine) -> None:
@@ -94,7 +92,9 @@ def test_entities_come_out_of_a_known_kosmos2_generation(engine: Engine) -> None
 def test_no_scoring_without_a_clip_failed_folder(engine: Engine) -> None:
     item = engine.prepare(_job(image_bytes(tiny_images(1)[0]), score=False))
     assert item.clip_pixels is None
-    (done,) = engine.run_batch(CaptionOptions(prompt=OPTIONS.prompt, max_new_tokens=5, score=False), [item])
+    (done,) = engine.run_batch(
+        CaptionOptions(prompts=(OPTIONS.prompt,), max_new_tokens=5, score=False), [item]
+    )
     assert done.score is None and done.text
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import UnsafePathError
-from shared.imagetypes import sniff
-from shared.naming import candidate_placements, inside, is_ignored_name, job_id_for, safe_relpath
+from shared.core.errors import UnsafePathError
+from shared.core.imagetypes import sniff
+from shared.core.naming import candidate_placements, inside, is_ignored_name, job_id_for, safe_relpath
 
 
 @pytest.mark.parametrize(

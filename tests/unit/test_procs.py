@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.procs import ProcessGroup
-from shared.errors import EXIT_ERROR, ConfigError
-from shared.settings import Settings
+from shared.cli.exits import Exit
+from shared.cli.supervisor import ProcessGroup
+from shared.core.errors import ConfigError
+from shared.core.settings import Settings
 from tests.conftest import wait_for
 
 EXIT_3 = [sys.executable, "-c", "import sys; sys.exit(3)"]
@@ -88,13 +89,13 @@ def test_a_child_without_restart_is_reported_dead(group: ProcessGroup) -> None:
 
 
 def test_a_child_that_stopped_on_its_own_error_is_not_restarted(group: ProcessGroup) -> None:
-    # `kcap worker-process` with a model it cannot load: it prints why and exits EXIT_ERROR.
-    said_why = [sys.executable, "-c", f"import sys; sys.exit({EXIT_ERROR})"]
+    # `kcap worker-process` with a model it cannot load: it prints why and exits Exit.ERROR.
+    said_why = [sys.executable, "-c", f"import sys; sys.exit({int(Exit.ERROR)})"]
     child = group.start("cannot start", said_why, env=dict(os.environ))
     wait_for(lambda: group.poll() == [child], timeout_s=10, what="the child reported dead")
     time.sleep(0.5)  # several back-off periods: a restart would have happened by now
     assert group.poll() == [child]
-    assert child.restarts == 0 and child.process is not None and child.process.returncode == EXIT_ERROR
+    assert child.restarts == 0 and child.process is not None and child.process.returncode == Exit.ERROR
 
 
 def test_stop_signals_every_child_first_and_shares_one_deadline(tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_children_die_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "supervisor.py"
     script.write_text(
         "import sys, time\n"
-        "from shared.cli.procs import ProcessGroup\n"
+        "from shared.cli.supervisor import ProcessGroup\n"
         "group = ProcessGroup()\n"
         "child = group.start('sleeper', [sys.executable, '-c', 'import signal, time; "
         "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'], env={})\n"

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from shared.cli.main import main
-from shared.cli.report import write_report
-from shared.dataset import Roots
+from shared.report.dataset import Roots
+from shared.report.gallery import write_report
 from tests.chromium import chromium_binary, run_chromium
 from tests.unit.test_export import write_error, write_result
 

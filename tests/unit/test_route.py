@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import UnsafePathError
-from shared.messages import Result
-from shared.naming import job_id_for
-from shared.settings import Settings
-from workers.route import Router
+from shared.core.errors import UnsafePathError
+from shared.core.messages import Result
+from shared.core.naming import job_id_for
+from shared.core.settings import Settings
+from workers.routing.router import Router
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_move_mode_moves_only_after_the_record(roots: Settings) -> None:
 def test_an_input_replaced_after_it_was_read_is_left_to_its_new_job(roots: Settings) -> None:
     _drop(roots, "a.jpg", b"new bytes")
     routed = Router(roots).route(_result("a.jpg", b"old bytes"))
-    assert routed.outcome == "skipped"
+    assert routed.outcome is None and not routed.newly_placed
     assert not (roots.output_dir / "a.json").exists()  # type: ignore[operator]
     assert (roots.input_dir / "a.jpg").read_bytes() == b"new bytes"  # type: ignore[operator]
 

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.logs import _RedactingFilter
-from shared.redaction import mask_url_passwords
-from shared.settings import DEFAULT_PROMPT, Settings
+from shared.core.errors import ConfigError
+from shared.core.logs import _RedactingFilter
+from shared.core.prompts import DEFAULT_PROMPT
+from shared.core.redaction import mask_url_passwords
+from shared.core.settings import Settings
 
 
 def test_defaults_carry_over_from_the_original_script() -> None:

@@ -1,0 +1,86 @@
+"""What `kcap up` and `kcap run` start beside the producer: an embedded Redis when no broker
+URL is set, the caption workers, the route worker and (for `up`) Flower."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.cli.flower import flower_command
+from shared.cli.supervisor import ProcessGroup, kcap_argv
+from shared.core.embedded_redis import EmbeddedRedis
+from shared.core.errors import BrokerError, ConfigError
+from shared.core.metrics import port_for
+from shared.core.settings import Settings
+from shared.core.status import broker_file
+
+log = logging.getLogger(__name__)
+
+
+def make_folders(settings: Settings) -> None:
+    for folder in (
+        settings.input_dir,
+        settings.output_dir,
+        settings.clip_failed_dir,
+        settings.errors_dir,
+        settings.state_dir,
+    ):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+class Stack:
+    """Redis (when embedded) and the worker processes, started and stopped together."""
+
+    def __init__(self, settings: Settings, *, flower: bool) -> None:
+        self.settings = settings
+        self.flower = flower
+        self.redis: EmbeddedRedis | None = None
+        self.group = ProcessGroup()
+
+    def __enter__(self) -> Stack:
+        if not self.settings.broker_url:
+            self.redis = EmbeddedRedis(self.settings.state_dir / "redis").start()
+            self.settings = self.settings.replace(broker_url=self.redis.url)
+            broker_file(self.settings).write_text(self.redis.url + "\n")
+        try:
+            env = self.settings.child_env()
+            port = self.settings.metrics_port
+            self.group.start(
+                "caption workers",
+                kcap_argv("worker"),
+                env={**env, "KCAP_METRICS_PORT": str(port_for(port, 1))},
+            )
+            self.group.start(
+                "route worker", kcap_argv("router"), env={**env, "KCAP_METRICS_PORT": str(port_for(port, 0))}
+            )
+            if self.flower:
+                argv, flower_env = flower_command(self.settings)
+                self.group.start("flower", argv, env=flower_env)
+                log.info("Flower on http://%s:%d", self.settings.flower_address, self.settings.flower_port)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def keep_alive(self) -> None:
+        """Restart dead children, the embedded Redis included (same port, same AOF).
+
+        Raises ConfigError when a child stopped on an error of its own (see ProcessGroup).
+        """
+        if self.redis is not None and not self.redis.alive():
+            log.error("the embedded Redis exited; restarting it from its append-only file")
+            try:
+                self.redis.start()
+            except BrokerError as exc:
+                log.error("cannot restart the embedded Redis yet (%s); trying again", exc)
+        dead = self.group.poll()
+        if dead:
+            names = " and ".join(child.name for child in dead)
+            raise ConfigError(f"the {names} stopped with an error (its message is above); nothing was lost")
+
+    def __exit__(self, *exc: object) -> None:
+        # Longer than the supervisors give their own children, so they finish warmly first.
+        self.group.stop(timeout_s=self.settings.stop_timeout_s + 10)
+        if self.redis is not None:
+            self.redis.stop()
+            broker_file(self.settings).unlink(missing_ok=True)

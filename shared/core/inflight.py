@@ -1,0 +1,105 @@
+"""Jobs in flight, kept in Redis so the cap and the dedupe survive a producer restart.
+
+A sorted set maps job id -> time enqueued. The producer adds a job before publishing it and
+waits while the set is full; the route task removes it once the image is placed.
+Counters by outcome back `kcap status` and the live progress display.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from shared.core.outcomes import OUTCOMES, Outcome
+from shared.core.settings import Settings
+
+# The window of the images/s figure: recent enough to follow a change of pace, long enough
+# to be steady; completions older than the longest window are dropped.
+RATE_WINDOW_S = 60.0
+_KEEP_DONE_TIMES_S = 600.0
+
+
+def eta_s(in_flight: int, rate: float) -> float | None:
+    """Seconds until what is in flight is routed at the current rate; None: no rate yet."""
+    if not in_flight:
+        return 0.0
+    return round(in_flight / rate, 1) if rate > 0 else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a run stands: what `kcap status` prints and the live display shows."""
+
+    counts: dict[Outcome, int]
+    in_flight: int
+    images_per_s: float  # over the last RATE_WINDOW_S
+
+    @property
+    def routed(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def eta_s(self) -> float | None:
+        return eta_s(self.in_flight, self.images_per_s)
+
+
+class InFlight:
+    """The in-flight set and the outcome counters of one kcap instance."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        # The client must decode responses (InFlight.connect makes one that does).
+        self._redis = client
+        keys = settings.keys
+        self._key = keys.inflight
+        self._counts = keys.counts
+        self._done_times = keys.done_times
+
+    @classmethod
+    def connect(cls, settings: Settings) -> InFlight:
+        return cls(redis.Redis.from_url(settings.require_broker(), decode_responses=True), settings)
+
+    def try_add(self, job_id: str) -> bool:
+        """Claim a job; False when it is already in flight (a duplicate event or a restart)."""
+        return bool(self._redis.zadd(self._key, {job_id: time.time()}, nx=True))
+
+    def discard(self, job_id: str) -> None:
+        self._redis.zrem(self._key, job_id)
+
+    def contains(self, job_id: str) -> bool:
+        return self._redis.zscore(self._key, job_id) is not None
+
+    def age(self, job_id: str) -> float | None:
+        """Seconds since the job was claimed, or None when it is not in flight."""
+        claimed = self._redis.zscore(self._key, job_id)
+        return None if claimed is None else time.time() - float(claimed)
+
+    def refresh(self, job_id: str) -> None:
+        self._redis.zadd(self._key, {job_id: time.time()}, xx=True)
+
+    def size(self) -> int:
+        return int(self._redis.zcard(self._key))
+
+    def record_outcome(self, job_id: str, outcome: Outcome) -> None:
+        """Count a routed job and free its slot, in one round trip."""
+        now = time.time()
+        pipe = self._redis.pipeline()
+        pipe.zrem(self._key, job_id)
+        pipe.hincrby(self._counts, outcome.value, 1)
+        pipe.zadd(self._done_times, {f"{job_id}:{now}": now})
+        pipe.zremrangebyscore(self._done_times, 0, now - _KEEP_DONE_TIMES_S)
+        pipe.execute()
+
+    def counts(self) -> dict[Outcome, int]:
+        raw = self._redis.hgetall(self._counts)
+        found = {str(k): int(v) for k, v in raw.items()}
+        return {outcome: found.get(outcome.value, 0) for outcome in OUTCOMES}
+
+    def rate(self, window_s: float = RATE_WINDOW_S) -> float:
+        """Images routed per second over the last window_s (idle time before it does not count)."""
+        now = time.time()
+        return int(self._redis.zcount(self._done_times, now - window_s, now)) / window_s
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(counts=self.counts(), in_flight=self.size(), images_per_s=self.rate())

@@ -1,0 +1,48 @@
+"""Every Redis key name kcap reads or writes, in one place (arq's constants.py idea).
+
+kcap's own keys live under ``kcap:<queue prefix>``, so several kcap instances can share one
+Redis. kombu's keys are its own layout, read by `kcap status`; they are named here so that a
+kombu upgrade that moves them has one place to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# kombu's Redis transport: a message with priority p > 0 waits in "<queue>\x06\x16<p>", and
+# every delivered-but-unacknowledged message is a [payload, exchange, routing key] entry of
+# the "unacked" hash, whatever the queue.
+KOMBU_UNACKED = "unacked"
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (3, 6, 9)
+
+
+def kombu_queue_lists(queue: str) -> list[str]:
+    """The lists that hold a queue's waiting messages, one per priority step."""
+    return [queue, *(f"{queue}{KOMBU_PRIORITY_SEP}{step}" for step in KOMBU_PRIORITY_STEPS)]
+
+
+@dataclass(frozen=True)
+class Keys:
+    """kcap's own keys for one instance (one queue prefix)."""
+
+    prefix: str  # "kcap:" + the queue prefix
+
+    @property
+    def inflight(self) -> str:
+        """Sorted set: job id -> time claimed by the producer; freed when routed."""
+        return f"{self.prefix}inflight"
+
+    @property
+    def counts(self) -> str:
+        """Hash: outcome -> images routed there."""
+        return f"{self.prefix}counts"
+
+    @property
+    def done_times(self) -> str:
+        """Sorted set of recent completions, for images/s over the last minutes."""
+        return f"{self.prefix}done_times"
+
+
+def keys_for(queue_prefix: str) -> Keys:
+    return Keys(prefix=f"kcap:{queue_prefix}")

@@ -1,0 +1,216 @@
+"""Job and result messages: frozen dataclasses that travel as JSON (never pickle).
+
+A job carries the image bytes and its CaptionOptions (how to caption and score, set once by
+the storage host's settings); a result carries what the GPU side made of it. Both are
+refused on decode when a field is unknown, missing or of the wrong shape, with the raw
+payload kept on the error for the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, TypeVar
+
+from shared.core.errors import DecodeError
+
+T = TypeVar("T", bound="_Message")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_JOB_ID = re.compile(r"[0-9a-f]{8,64}")
+
+# 2: a job's caption options travel as one nested object ("options").
+SCHEMA_VERSION = 2
+
+
+def _check_ids(message: object, job_id: str, content_sha256: str) -> None:
+    """Ids end up in file names: anything but lowercase hex is refused, never used."""
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise DecodeError(f"{type(message).__name__}: job_id must be lowercase hex", payload=job_id)
+    if not isinstance(content_sha256, str) or not _HEX64.fullmatch(content_sha256):
+        raise DecodeError(
+            f"{type(message).__name__}: content_sha256 must be 64 lowercase hex digits",
+            payload=content_sha256,
+        )
+
+
+class _Message:
+    """encode()/decode() for the dataclasses below; unknown keys are refused, not ignored."""
+
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["kind"] = self.kind
+        data["schema"] = SCHEMA_VERSION
+        return data
+
+    def encode(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Turn nested JSON values into the field types; a hook for subclasses."""
+        return body
+
+    @classmethod
+    def from_dict(cls: type[T], data: object) -> T:
+        if not isinstance(data, dict):
+            raise DecodeError(f"{cls.__name__}: expected a JSON object", payload=data)
+        body = dict(data)
+        if body.pop("kind", cls.kind) != cls.kind:
+            raise DecodeError(f"{cls.__name__}: wrong message kind {data.get('kind')!r}", payload=data)
+        if body.pop("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise DecodeError(f"{cls.__name__}: unsupported schema {data.get('schema')!r}", payload=data)
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(body) - names
+        if unknown:
+            raise DecodeError(f"{cls.__name__}: unknown fields {sorted(unknown)}", payload=data)
+        try:
+            return cls(**cls._convert(body))
+        except DecodeError as exc:
+            raise DecodeError(str(exc), payload=data) from exc
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"{cls.__name__}: {exc}", payload=data) from exc
+
+    @classmethod
+    def decode(cls: type[T], raw: str | bytes) -> T:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"{cls.__name__}: not JSON: {exc}", payload=raw) from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class CaptionOptions(_Message):
+    """How a job's image is captioned and scored; the one place these options are listed.
+
+    Jobs whose options differ only in their prompts still batch together per prompt: the
+    batch key is ``for_prompt(prompt)``, these options with that one prompt.
+    """
+
+    kind: ClassVar[str] = "caption_options"
+    prompts: tuple[str, ...]  # several: each is captioned and scored, the best score routes
+    max_new_tokens: int = 128
+    num_beams: int = 1  # 1: greedy, as in the original script
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    score: bool = False  # only when the storage host has a clip-failed folder
+    strip_openings: tuple[str, ...] = ()
+    trim_partial: bool = False
+
+    def __post_init__(self) -> None:
+        # JSON brings lists; the options are a hashable batch key, so they hold tuples.
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "strip_openings", tuple(self.strip_openings))
+        if not self.prompts or not all(isinstance(p, str) and p for p in self.prompts):
+            raise DecodeError("CaptionOptions: prompts must be non-empty strings", payload=self.prompts)
+
+    @property
+    def prompt(self) -> str:
+        """The first prompt; a batch key holds exactly one."""
+        return self.prompts[0]
+
+    def for_prompt(self, prompt: str) -> CaptionOptions:
+        return replace(self, prompts=(prompt,))
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The decoding options, as keyword arguments of Captioner.forward."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+        }
+
+
+@dataclass(frozen=True)
+class Job(_Message):
+    """One image to caption. It carries the bytes, so GPU hosts need no shared filesystem."""
+
+    kind: ClassVar[str] = "job"
+    job_id: str
+    rel_path: str  # POSIX path relative to the input root
+    content_sha256: str
+    size: int
+    mtime: float
+    image_b64: str
+    options: CaptionOptions
+    enqueued_at: float
+
+    def __post_init__(self) -> None:
+        _check_ids(self, self.job_id, self.content_sha256)
+        if not isinstance(self.options, CaptionOptions):
+            raise DecodeError("Job: options must be caption options", payload=self.options)
+
+    @classmethod
+    def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:
+        if "options" in body:
+            body["options"] = CaptionOptions.from_dict(body["options"])
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["options"] = self.options.to_dict()
+        return data
+
+    def image_bytes(self) -> bytes:
+        try:
+            return base64.b64decode(self.image_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise DecodeError(f"job {self.job_id}: image_b64 is not base64", payload=self.job_id) from exc
+
+    @staticmethod
+    def encode_bytes(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Entity(_Message):
+    """A grounded phrase from Kosmos-2: its character span in the caption and its boxes."""
+
+    kind: ClassVar[str] = "entity"
+    phrase: str
+    start: int = 0
+    end: int = 0
+    # Normalised (x0, y0, x1, y1) in [0, 1] of the (EXIF-upright) original image.
+    boxes: list[list[float]] = field(default_factory=list)
+    # The same boxes in pixels of that image.
+    boxes_px: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Result(_Message):
+    """What the GPU side (or the producer, for a refused file) tells the route task."""
+
+    kind: ClassVar[str] = "result"
+    job_id: str
+    rel_path: str
+    content_sha256: str
+    ok: bool
+    caption: str = ""
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    score: float | None = None  # 100 x cosine, CLIP's logits_per_image scale
+    clipscore: float | None = None  # 2.5 x max(cos, 0), Hessel et al.
+    chunks: int = 0
+    caption_model: str = ""
+    clip_model: str = ""
+    prompt: str = ""
+    width: int = 0
+    height: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    worker: str = ""
+    # Every prompt's caption when several were asked for: prompt, caption, entities, scores.
+    captions: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False  # the token limit cut the caption short
+    # Only when ok is False.
+    error_reason: str = ""
+    error_class: str = ""
+    enqueued_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_ids(self, self.job_id, self.content_sha256)

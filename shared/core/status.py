@@ -1,0 +1,109 @@
+"""Where a kcap instance stands, read from its Redis: queue depths, what workers hold, jobs in
+flight, outcomes, images/s and an ETA. `kcap status` prints it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from shared.core.errors import BrokerError, ConfigError
+from shared.core.inflight import InFlight
+from shared.core.keys import KOMBU_UNACKED, kombu_queue_lists
+from shared.core.redaction import mask_url_passwords
+from shared.core.settings import Settings
+
+
+def broker_file(settings: Settings) -> Path:
+    """Where `kcap up`/`kcap run` write the embedded broker's URL, for `kcap status`."""
+    return settings.state_dir / "broker_url"
+
+
+def broker_url_for(settings: Settings) -> str:
+    """The configured broker, else the embedded one that `kcap up` announced in its state folder."""
+    if settings.broker_url:
+        return settings.broker_url
+    path = broker_file(settings)
+    try:
+        url = path.read_text().strip()
+    except FileNotFoundError:
+        url = ""
+    if not url:
+        raise ConfigError(
+            f"no broker: set KCAP_BROKER_URL=redis://HOST:6379/0 (or pass --broker-url), or run "
+            f"this beside `kcap up` with the same --state-dir (no {path} found)"
+        )
+    return url
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    pipe = client.pipeline()
+    for key in kombu_queue_lists(queue):
+        pipe.llen(key)
+    return sum(int(n) for n in pipe.execute())
+
+
+def unacked_by_queue(client: redis.Redis) -> Counter[str]:
+    """Messages that workers hold (reserved or running), by the queue they came from."""
+    counts: Counter[str] = Counter()
+    for _tag, raw in client.hscan_iter(KOMBU_UNACKED, count=500):
+        try:
+            _payload, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            counts["?"] += 1
+            continue
+        counts[str(routing_key)] += 1
+    return counts
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """The status as one JSON-ready object."""
+    url = broker_url_for(settings)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        settings = settings.replace(broker_url=url)
+        snapshot = InFlight(client, settings).snapshot()
+        queues = (settings.caption_queue, settings.route_queue)
+        unacked = unacked_by_queue(client)
+        return {
+            "broker": mask_url_passwords(url),
+            "queue_prefix": settings.queue_prefix,
+            "queues": {
+                q: {"waiting": queue_depth(client, q), "held_by_workers": unacked.get(q, 0)} for q in queues
+            },
+            # kombu's unacked hash: jobs delivered to a worker and not yet acknowledged.
+            "unacked": sum(unacked.get(q, 0) for q in queues),
+            "in_flight": snapshot.in_flight,
+            "outcomes": {outcome.value: n for outcome, n in snapshot.counts.items()},
+            "routed": snapshot.routed,
+            "images_per_s": round(snapshot.images_per_s, 3),
+            "eta_s": snapshot.eta_s,
+        }
+    except redis.exceptions.RedisError as exc:
+        raise BrokerError(
+            f"cannot read status from {mask_url_passwords(url)}: {exc} "
+            "(is Redis up? a broker_url file left by a crashed `kcap up` points nowhere)"
+        ) from None
+    finally:
+        client.close()
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"broker      {report['broker']}"]
+    if report["queue_prefix"]:
+        lines.append(f"instance    queue prefix {report['queue_prefix']!r}")
+    for queue, depth in report["queues"].items():
+        held = depth["held_by_workers"]
+        lines.append(f"queue       {queue}: {depth['waiting']} waiting, {held} held by workers")
+    lines.append(f"in flight   {report['in_flight']} (unacked {report['unacked']})")
+    outcomes = report["outcomes"]
+    lines.append(
+        f"routed      {report['routed']}: output {outcomes['output']}, "
+        f"clip-failed {outcomes['clip_failed']}, errors {outcomes['errors']}"
+    )
+    eta = "-" if report["eta_s"] is None else f"{report['eta_s']:.0f}s"
+    lines.append(f"rate        {report['images_per_s']:.2f} images/s (last minute), ETA {eta}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""A finished run as one CSV or JSONL row per image, and summary.json beside it.
+
+This replaces the original script's result.json, which held a running average written
+mid-list: the summary here is computed once over every record on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.core.errors import ConfigError
+from shared.core.naming import resolves_inside
+from shared.report.dataset import Dataset, Roots, Row, read_dataset, summarize
+
+COLUMNS = (
+    "path",
+    "root",
+    "caption",
+    "clip_score",
+    "clipscore",
+    "width",
+    "height",
+    "entities",
+    "job_id",
+    "source",
+    "error",
+    "error_class",
+)
+SUMMARY_NAME = "summary.json"
+
+
+def row_values(row: Row) -> dict[str, Any]:
+    return {
+        "path": row.path,
+        "root": row.root,
+        "caption": row.caption,
+        "clip_score": row.clip_score,
+        "clipscore": row.clipscore,
+        "width": row.width,
+        "height": row.height,
+        "entities": len(row.entities),
+        "job_id": row.job_id,
+        "source": row.source,
+        "error": row.error,
+        "error_class": row.error_class,
+    }
+
+
+def write_csv(dataset: Dataset, out: Path) -> None:
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in dataset.rows:
+            writer.writerow({k: "" if v is None else v for k, v in row_values(row).items()})
+
+
+def write_jsonl(dataset: Dataset, out: Path) -> None:
+    with out.open("w", encoding="utf-8") as handle:
+        for row in dataset.rows:
+            handle.write(json.dumps(row_values(row), ensure_ascii=False) + "\n")
+
+
+def write_export(roots: Roots, out: Path, *, fmt: str) -> dict[str, Any]:
+    """Write the export and summary.json beside it; the summary, with both paths."""
+    out = out.expanduser().resolve()
+    summary_path = out.with_name(SUMMARY_NAME)
+    for name, root in roots.items():
+        if resolves_inside(summary_path, root):
+            # A summary.json in a results folder would read as a record on the next run.
+            raise ConfigError(f"--out {out} lies inside the {name} folder {root}: pass a path outside it")
+    dataset = read_dataset(roots)
+    summary = summarize(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        write_csv(dataset, out)
+    else:
+        write_jsonl(dataset, out)
+    summary = {**summary, "export": str(out), "format": fmt}
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return {**summary, "summary": str(summary_path)}
+
+
+def format_summary(summary: dict[str, Any]) -> list[str]:
+    counts = summary["counts"]
+    stats = summary["clip_score"]
+    lines = [
+        f"output       {counts['output']}",
+        f"clip failed  {counts['clip_failed']}",
+        f"errors       {counts['errors']}",
+        f"total        {counts['total']}",
+    ]
+    if counts["unreadable_records"]:
+        lines.append(f"unreadable   {counts['unreadable_records']} record file(s) left out")
+    if summary.get("pass_rate") is not None:
+        lines.append(f"pass rate    {summary['pass_rate']:.1%}")
+    if stats["count"]:
+        lines.append(
+            "clip score   n={count} min {min:.2f} p10 {p10:.2f} median {median:.2f} mean {mean:.2f} "
+            "p90 {p90:.2f} max {max:.2f}".format(**stats)
+        )
+    else:
+        lines.append("clip score   no scored images")
+    if stats["threshold"] is not None:
+        lines.append(f"threshold    {stats['threshold']:g}")
+    return lines

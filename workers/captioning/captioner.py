@@ -1,0 +1,163 @@
+"""Kosmos-2 captioning, split as preprocess (CPU, PIL), forward (the device) and postprocess.
+
+Only `forward` touches the device. Every image in a batch shares the prompt, so the prompt
+tokens are built once and no padding ever differs between a batch and single images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from shared.core.messages import Entity
+from workers.captioning.loading import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    entities: list[Entity]
+    truncated: bool = False  # generation stopped at the token limit, not at end-of-text
+
+
+class Captioner:
+    """One Kosmos-2 model and processor, loaded once per worker process."""
+
+    def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype) -> None:
+        from transformers import AutoModelForImageTextToText
+
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.processor, self.model = load_model(
+            AutoModelForImageTextToText.from_pretrained,
+            source,
+            flag="--caption-model",
+            what="caption model",
+            device=device,
+            dtype=dtype,
+        )
+        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    # -- preprocess (CPU) ----------------------------------------------------
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Pixel values for one image, shape (3, H, W), on the CPU."""
+        pixels = self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels[0]
+
+    def _prompt_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask and image_embeds_position_mask for one prompt, cached."""
+        cached = self._prompt_cache.get(prompt)
+        if cached is None:
+            blank = Image.new("RGB", (8, 8))
+            encoded = self.processor(text=prompt, images=blank, return_tensors="pt")
+            cached = {k: encoded[k] for k in ("input_ids", "attention_mask", "image_embeds_position_mask")}
+            self._prompt_cache[prompt] = cached
+        return cached
+
+    # -- forward (device) ----------------------------------------------------
+    @torch.inference_mode()
+    def forward(
+        self,
+        pixel_values: list[torch.Tensor],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> torch.Tensor:
+        """Generation for a batch (greedy by default); only the new token ids, on the CPU."""
+        n = len(pixel_values)
+        text = self._prompt_inputs(prompt)
+        pixels = torch.stack(pixel_values).to(self.device, dtype=self.dtype, non_blocking=True)
+        kwargs: dict[str, Any] = {
+            "pixel_values": pixels,
+            "input_ids": text["input_ids"].expand(n, -1).to(self.device),
+            "attention_mask": text["attention_mask"].expand(n, -1).to(self.device),
+            "image_embeds": None,
+            "image_embeds_position_mask": text["image_embeds_position_mask"].expand(n, -1).to(self.device),
+            "max_new_tokens": max_new_tokens,
+            "do_sample": False,
+            "num_beams": num_beams,
+            "use_cache": True,
+        }
+        if repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = repetition_penalty
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+        if min_new_tokens is not None:
+            kwargs["min_new_tokens"] = min_new_tokens
+        generated = self.model.generate(**kwargs)
+        prompt_len = text["input_ids"].shape[1]
+        # Kosmos-2's generate returns prompt + new tokens: the echo is cut off by position.
+        if generated.shape[1] > prompt_len and torch.equal(
+            generated[0, :prompt_len].cpu(), text["input_ids"][0]
+        ):
+            generated = generated[:, prompt_len:]
+        return generated.cpu()
+
+    # -- postprocess (plain data) -------------------------------------------
+    def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
+        """Text and grounded entities for each row of new token ids."""
+        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        captions = []
+        for row, text in zip(new_ids.tolist(), texts, strict=True):
+            # Cut short: the row is full and holds no end-of-text token.
+            full = bool(max_new_tokens) and len(row) >= (max_new_tokens or 0)
+            truncated = full and not (eos_ids & set(row))
+            caption = self.parse(text)
+            captions.append(Caption(caption.text, caption.entities, truncated=truncated))
+        return captions
+
+    def parse(self, raw: str) -> Caption:
+        """One decoded generation (prompt already cut) to text and entities."""
+        text, entities = self.processor.post_process_generation(raw, cleanup_and_extract=True)
+        return _to_caption(text, entities)
+
+
+def _to_caption(text: str, raw_entities: list[Any]) -> Caption:
+    """Strip surrounding space, shift entity spans to match, keep boxes as plain floats."""
+    stripped = text.lstrip()
+    shift = len(text) - len(stripped)
+    stripped = stripped.rstrip()
+    entities = []
+    for phrase, (start, end), boxes in raw_entities:
+        start, end = start - shift, end - shift
+        if start < 0 or end > len(stripped):
+            continue
+        entities.append(
+            Entity(
+                phrase=str(phrase),
+                start=int(start),
+                end=int(end),
+                boxes=[[round(float(v), 4) for v in box] for box in boxes],
+            )
+        )
+    return Caption(text=stripped, entities=entities)
+
+
+def with_pixel_boxes(entities: list[Entity], *, width: int, height: int) -> list[Entity]:
+    """The entities with their boxes also in pixels of the upright original image."""
+    return [
+        Entity(
+            phrase=e.phrase,
+            start=e.start,
+            end=e.end,
+            boxes=e.boxes,
+            boxes_px=[
+                [round(b[0] * width), round(b[1] * height), round(b[2] * width), round(b[3] * height)]
+                for b in e.boxes
+            ],
+        )
+        for e in entities
+    ]

@@ -1,0 +1,87 @@
+"""Bytes to an upright RGB image, with caps, and a clear reason when it cannot be done.
+
+The bytes come from anyone who can drop a file, so every failure Pillow can raise while
+parsing them becomes a BadImageError: the job is then routed to errors, never lost.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.core.errors import BadImageError
+
+_limit_lock = threading.Lock()
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode, take the first frame, turn by EXIF, composite alpha onto white, convert to RGB."""
+    if not data:
+        raise BadImageError("empty file (0 bytes)")
+    _follow_pillow_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb warning fires at a fixed size; our cap below is the rule.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise _over_cap(width, height, max_pixels)
+            if width < 1 or height < 1:
+                raise BadImageError(f"image has no pixels ({width}x{height})")
+            image.seek(0)  # animated GIF/WebP: the first frame
+            image.load()
+            return _to_rgb(ImageOps.exif_transpose(image))
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(
+            f"decompression bomb refused: {exc} (the cap is {max_pixels} pixels: KCAP_MAX_PIXELS)"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise BadImageError("not an image Pillow can read (unknown or corrupt format)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImageError(f"corrupt or truncated image: {exc}") from exc
+    except Exception as exc:
+        # Malformed headers also surface as struct.error, IndexError, MemoryError, ...
+        raise BadImageError(f"cannot decode the image ({type(exc).__name__}: {exc})") from exc
+
+
+def _over_cap(width: int, height: int, max_pixels: int) -> BadImageError:
+    return BadImageError(
+        f"image is {width}x{height} = {width * height} pixels, over the cap of "
+        f"{max_pixels} (raise KCAP_MAX_PIXELS to accept it)"
+    )
+
+
+def _follow_pillow_limit(max_pixels: int) -> None:
+    """Let our cap, not Pillow's fixed one, decide: a raised KCAP_MAX_PIXELS must work.
+
+    Pillow refuses at open() above twice its MAX_IMAGE_PIXELS; keeping that at least our cap
+    means Pillow only ever refuses what we would refuse too. It only ever grows, so threads
+    decoding with different caps cannot undo each other.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < max_pixels:
+        with _limit_lock:
+            if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+                Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "P":
+        # Palette transparency only survives as RGBA.
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("RGB", "L") and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than clipping to white.
+        return image.point(lambda v: v / 256).convert("L").convert("RGB")
+    return image.convert("RGB")

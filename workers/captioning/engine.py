@@ -1,0 +1,202 @@
+"""Caption-then-score for a batch, with out-of-memory splitting.
+
+`prepare` runs in Celery's pool threads (decode and preprocess on the CPU); `run_batch`
+runs in the batcher's single thread and is the only caller of the models' forward passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from shared.core.messages import CaptionOptions, Entity, Job
+from shared.core.settings import Settings
+from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
+from workers.captioning.decode import decode_image
+from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
+from workers.captioning.scorer import Scorer
+from workers.captioning.text_cleanup import clean_caption
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded, preprocessed image, ready for a batch."""
+
+    job_id: str
+    caption_pixels: torch.Tensor
+    clip_pixels: torch.Tensor | None
+    width: int
+    height: int
+    decode_s: float
+
+
+@dataclass(frozen=True)
+class Captioned:
+    text: str
+    entities: list[Entity]
+    score: float | None
+    clipscore: float | None
+    chunks: int
+    timings: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False
+
+
+def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Caption:
+    """Cleanup (before scoring, so the score is of the caption kept) and pixel boxes."""
+    text, entities = clean_caption(
+        caption.text,
+        caption.entities,
+        openings=options.strip_openings,
+        trim_partial=options.trim_partial,
+        truncated=caption.truncated,
+    )
+    entities = with_pixel_boxes(entities, width=item.width, height=item.height)
+    return Caption(text=text, entities=entities, truncated=caption.truncated)
+
+
+class Engine:
+    """The models of one worker process and the batch pipeline over them."""
+
+    def __init__(
+        self,
+        captioner: Captioner,
+        load_scorer: Callable[[], Scorer],
+        *,
+        max_pixels: int,
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.captioner = captioner
+        self.max_pixels = max_pixels
+        self._load_scorer = load_scorer
+        self._scorer = scorer
+        self._scorer_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: Settings, *, eager_scorer: bool) -> Engine:
+        """Load the captioner now; CLIP now too when scoring is known to be wanted.
+
+        A GPU host does not know whether its jobs want scores (that is the storage host's
+        clip-failed setting), so otherwise CLIP loads on the first job that asks for it.
+        """
+        import transformers  # noqa: F401  (its lazy import is not model loading time)
+
+        device = pick_device()
+        dtype = pick_dtype(settings.dtype, device)
+        started = time.perf_counter()
+        captioner = Captioner(settings.caption_model, device=device, dtype=dtype)
+        if settings.compile:
+            from workers.captioning.compiling import compile_captioner
+
+            compile_captioner(captioner, prompt=settings.prompts[0])
+
+        def load_scorer() -> Scorer:
+            return Scorer(settings.clip_model, device=device, dtype=dtype)
+
+        engine = cls(captioner, load_scorer, max_pixels=settings.max_pixels)
+        if eager_scorer:
+            engine.scorer()
+        log.info(
+            "models loaded on %s as %s in %.1fs (caption=%s clip=%s)",
+            device,
+            dtype,
+            time.perf_counter() - started,
+            settings.caption_model,
+            settings.clip_model if eager_scorer else "on first scored job",
+        )
+        return engine
+
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            with self._scorer_lock:
+                if self._scorer is None:
+                    self._scorer = self._load_scorer()
+        return self._scorer
+
+    @property
+    def scorer_source(self) -> str:
+        return self._scorer.source if self._scorer is not None else ""
+
+    # -- CPU side ------------------------------------------------------------
+    def prepare(self, job: Job) -> Prepared:
+        """Decode and preprocess; raises BadImageError for an unusable image."""
+        started = time.perf_counter()
+        image = decode_image(job.image_bytes(), max_pixels=self.max_pixels)
+        caption_pixels = self.captioner.preprocess(image)
+        clip_pixels = self.scorer().preprocess(image) if job.options.score else None
+        return Prepared(
+            job_id=job.job_id,
+            caption_pixels=caption_pixels,
+            clip_pixels=clip_pixels,
+            width=image.width,
+            height=image.height,
+            decode_s=time.perf_counter() - started,
+        )
+
+    # -- device side ---------------------------------------------------------
+    def run_batch(self, options: CaptionOptions, items: list[Prepared]) -> list[Captioned]:
+        """Caption then score a batch (options hold its one prompt); on out-of-memory, split it
+        in half and retry the halves."""
+        try:
+            return self._run(options, items)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            ids = ",".join(item.job_id for item in items)
+            if len(items) == 1:
+                log.error("out of memory on a single image (job %s); giving up on this batch", ids)
+                raise
+            log.warning("out of memory on a batch of %d (jobs %s); splitting in half", len(items), ids)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            middle = len(items) // 2
+            return self.run_batch(options, items[:middle]) + self.run_batch(options, items[middle:])
+
+    def _run(self, options: CaptionOptions, items: list[Prepared]) -> list[Captioned]:
+        started = time.perf_counter()
+        new_ids = self.captioner.forward(
+            [item.caption_pixels for item in items], prompt=options.prompt, **options.generate_kwargs()
+        )
+        captions = [
+            _finish(caption, item, options)
+            for caption, item in zip(
+                self.captioner.postprocess(new_ids, max_new_tokens=options.max_new_tokens), items, strict=True
+            )
+        ]
+        caption_s = time.perf_counter() - started
+        scores: list[tuple[float | None, float | None, int]] = [(None, None, 0)] * len(items)
+        score_s = 0.0
+        if options.score:
+            scorer = self.scorer()
+            started = time.perf_counter()
+            pixels = [item.clip_pixels for item in items]
+            if any(p is None for p in pixels):
+                raise RuntimeError("a scored batch holds an image prepared without CLIP pixels")
+            chunk_lists = [scorer.chunks(c.text) for c in captions]
+            cosines = scorer.forward([p for p in pixels if p is not None], chunk_lists)
+            scores = [(s.score, s.clipscore, s.chunks) for s in scorer.postprocess(cosines, chunk_lists)]
+            score_s = time.perf_counter() - started
+        n = len(items)
+        return [
+            Captioned(
+                text=caption.text,
+                entities=caption.entities,
+                truncated=caption.truncated,
+                score=score,
+                clipscore=clipscore,
+                chunks=chunks,
+                timings={
+                    "decode_s": round(item.decode_s, 4),
+                    "caption_batch_s": round(caption_s, 4),
+                    "score_batch_s": round(score_s, 4),
+                    "batch_size": n,
+                },
+            )
+            for item, caption, (score, clipscore, chunks) in zip(items, captions, scores, strict=True)
+        ]

@@ -1,0 +1,148 @@
+"""`kcap.caption`: decode, wait for the batch, send the result to the job's route queue.
+
+The logic is caption_job, a plain function over an Engine and a Batcher; the Celery task
+around it decodes the message, sends the result and retries a failed batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from dataclasses import asdict
+from typing import Any
+
+from celery import Celery, Task
+
+from shared.core.celery_app import CAPTION_TASK
+from shared.core.errors import BadImageError, DecodeError
+from shared.core.messages import CaptionOptions, Job, Result
+from shared.core.publisher import Publisher
+from workers.captioning.batcher import Batcher
+from workers.captioning.engine import Captioned, Engine, Prepared
+
+log = logging.getLogger(__name__)
+
+CAPTION_RETRIES = 3
+
+
+def error_result(job: Job, exc: BaseException, *, worker: str) -> Result:
+    return Result(
+        job_id=job.job_id,
+        rel_path=job.rel_path,
+        content_sha256=job.content_sha256,
+        ok=False,
+        error_reason=str(exc) or type(exc).__name__,
+        error_class=type(exc).__name__,
+        worker=worker,
+        enqueued_at=job.enqueued_at,
+    )
+
+
+def prepare_or_explain(job: Job, engine: Engine, *, worker: str) -> Prepared | Result:
+    """The decoded, preprocessed image, or an error result saying why it cannot be."""
+    try:
+        return engine.prepare(job)
+    except (BadImageError, DecodeError) as exc:
+        log.warning("job %s (%s): unreadable image: %s", job.job_id, job.rel_path, exc)
+        return error_result(job, exc, worker=worker)
+    except Exception as exc:
+        # Preprocessing failed on an image that decoded: it still gets an outcome.
+        log.exception("job %s (%s): preprocessing failed", job.job_id, job.rel_path)
+        return error_result(job, exc, worker=worker)
+
+
+def caption_job(
+    job: Job,
+    engine: Engine,
+    batcher: Batcher[CaptionOptions, Prepared, Captioned],
+    *,
+    worker: str,
+    received: float | None = None,
+) -> Result:
+    """Caption (and score) one job through the batcher: one batch item per prompt, the same
+    pixels for all. Raises what a failed batch raised; the caller may retry."""
+    received = time.time() if received is None else received
+    prepared = prepare_or_explain(job, engine, worker=worker)
+    if isinstance(prepared, Result):
+        return prepared
+    options = job.options
+    futures: list[Future[Captioned]] = [
+        batcher.submit(options.for_prompt(prompt), prepared) for prompt in options.prompts
+    ]
+    done = [future.result() for future in futures]
+    best = best_index(done)
+    chosen = done[best]
+    return Result(
+        job_id=job.job_id,
+        rel_path=job.rel_path,
+        content_sha256=job.content_sha256,
+        ok=True,
+        caption=chosen.text,
+        entities=[asdict(e) for e in chosen.entities],
+        score=chosen.score,
+        clipscore=chosen.clipscore,
+        chunks=chosen.chunks,
+        caption_model=engine.captioner.source,
+        clip_model=engine.scorer_source if chosen.score is not None else "",
+        prompt=options.prompts[best],
+        width=prepared.width,
+        height=prepared.height,
+        timings={
+            **chosen.timings,
+            "queue_s": round(received - job.enqueued_at, 4),
+            "worker_s": round(time.time() - received, 4),
+        },
+        worker=worker,
+        captions=[
+            {
+                "prompt": prompt,
+                "caption": d.text,
+                "entities": [asdict(e) for e in d.entities],
+                "clip_score": d.score,
+                "clipscore": d.clipscore,
+                "truncated": d.truncated,
+            }
+            for prompt, d in zip(options.prompts, done, strict=True)
+        ]
+        if len(done) > 1
+        else [],
+        truncated=chosen.truncated,
+        enqueued_at=job.enqueued_at,
+    )
+
+
+def best_index(done: list[Captioned]) -> int:
+    """The caption with the highest score routes the image; unscored: the first prompt's."""
+    scored = [(d.score, -i) for i, d in enumerate(done) if d.score is not None]
+    return -max(scored)[1] if scored else 0
+
+
+def register_caption_task(
+    app: Celery,
+    engine: Engine,
+    batcher: Batcher[CaptionOptions, Prepared, Captioned],
+    publisher: Publisher,
+    *,
+    worker: str,
+) -> Task:
+    @app.task(name=CAPTION_TASK, bind=True, max_retries=CAPTION_RETRIES)
+    def caption(self: Task, job_data: dict[str, Any], reply_queue: str) -> None:
+        try:
+            job = Job.from_dict(job_data)
+        except DecodeError as exc:
+            log.error("dropping a caption message that is not a job: %s (payload %.200r)", exc, exc.payload)
+            return
+        try:
+            result = caption_job(job, engine, batcher, worker=worker)
+        except Exception as exc:
+            attempt = self.request.retries + 1
+            if attempt > CAPTION_RETRIES:
+                log.error("job %s: giving up after %d attempts: %r", job.job_id, attempt, exc)
+                result = error_result(job, exc, worker=worker)
+            else:
+                log.warning("job %s: attempt %d failed (%r); retrying", job.job_id, attempt, exc)
+                raise self.retry(exc=exc, countdown=2**attempt) from exc
+        publisher.send_result(result, queue=reply_queue)
+
+    return caption

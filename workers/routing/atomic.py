@@ -1,0 +1,54 @@
+"""Atomic file writes: a temp file in the destination folder, fsync, then rename."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from shared.core.naming import TEMP_PREFIX
+
+_CHUNK = 1024 * 1024
+
+
+def _temp_beside(target: Path) -> Path:
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_beside(target)
+    try:
+        with temp.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)  # only our own temp file, left by a failed write
+
+
+def atomic_write_json(target: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_copy(reader: BinaryIO, target: Path) -> str:
+    """Copy an open source into target atomically; returns the sha256 of the bytes copied."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_beside(target)
+    digest = hashlib.sha256()
+    try:
+        with temp.open("xb") as writer:
+            while block := reader.read(_CHUNK):
+                digest.update(block)
+                writer.write(block)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return digest.hexdigest()

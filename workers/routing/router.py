@@ -1,0 +1,284 @@
+"""Filing a result into storage: output, clip-failed or errors, exactly once.
+
+Write order makes a crash at any point safe to redo: the image first, then the caption,
+then the record (`.json` or `.error.json`), which marks the job done. A redelivered result
+finds its own record and stops; a half-finished one is completed. Moving the input away
+(move mode) is the very last step, after the record is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from shared.core.errors import ConfigError
+from shared.core.messages import Result
+from shared.core.naming import (
+    Placement,
+    candidate_error_placements,
+    candidate_placements,
+    inside,
+    links_outside,
+    safe_relpath,
+    sha256_file,
+)
+from shared.core.outcomes import Outcome
+from shared.core.records import read_json
+from shared.core.settings import Settings
+from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
+from workers.routing.metadata import MetadataLog
+
+log = logging.getLogger(__name__)
+
+OUTPUT, CLIP_FAILED, ERRORS = Outcome.OUTPUT, Outcome.CLIP_FAILED, Outcome.ERRORS
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What routing one result did. outcome is None when nothing was placed (the input
+    vanished or changed: its new content has a job of its own)."""
+
+    outcome: Outcome | None
+    placement: Placement | None
+    newly_placed: bool
+    note: str = ""
+
+
+class Router:
+    """Places results under the configured roots and nowhere else."""
+
+    def __init__(self, settings: Settings) -> None:
+        input_dir, output_dir = settings.require_folders()
+        if settings.errors_dir is None:  # Settings derives it from the output folder
+            raise ConfigError("no errors folder: pass --errors-dir DIR or set KCAP_ERRORS_DIR")
+        self.settings = settings
+        self.input_dir = input_dir
+        self.roots: dict[Outcome, Path] = {OUTPUT: output_dir, ERRORS: settings.errors_dir}
+        if settings.clip_failed_dir is not None:
+            self.roots[CLIP_FAILED] = settings.clip_failed_dir
+        self.host = socket.gethostname()
+        # The route worker runs several threads: choosing a free name and taking it must be
+        # one step, or a.jpg and a.png routed at once would both take the stem "a".
+        self._placing = threading.Lock()
+        self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
+
+    def outcome_for(self, result: Result) -> Outcome:
+        if not result.ok:
+            return ERRORS
+        if not self.settings.score_enabled or result.score is None:
+            return OUTPUT
+        return OUTPUT if result.score >= self.settings.threshold else CLIP_FAILED
+
+    def route(self, result: Result) -> Routed:
+        """File one result. Raises UnsafePathError for a path that leaves the roots."""
+        rel = safe_relpath(result.rel_path)
+        source = inside(self.input_dir, result.rel_path)
+        outcome = self.outcome_for(result)
+        dest_dir = self._dest_dir(outcome, rel)
+        if outcome == ERRORS:
+            candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
+        else:
+            candidates = candidate_placements(
+                dest_dir,
+                rel.name,
+                result.content_sha256,
+                result.job_id,
+                caption_ext=self.settings.caption_ext,
+            )
+        with self._placing:
+            placement, done = self._choose(candidates, result)
+            if done is not None:
+                text = str(done.get("text", self._final_text(result)))
+                self._ensure_metadata(outcome, placement, result, text)
+                return Routed(outcome, placement, newly_placed=False, note="already routed")
+            placed, source_stat = self._place_image(source, placement.image, result, outcome)
+            if not placed:
+                return Routed(None, None, newly_placed=False, note="input vanished or changed")
+            if outcome == ERRORS:
+                atomic_write_json(placement.record, self._error_record(result, placement))
+            else:
+                text = self._write_caption(placement.caption, result)
+                record = {**self._record(result, placement, outcome, text), **source_stat}
+                atomic_write_json(placement.record, record)
+                self._ensure_metadata(outcome, placement, result, text)
+        if self.settings.input_mode == "move":
+            self._remove_source(source, result)
+        return Routed(outcome, placement, newly_placed=True)
+
+    # -- choosing ------------------------------------------------------------
+    def _dest_dir(self, outcome: Outcome, rel: PurePosixPath) -> Path:
+        root = self.roots[outcome]
+        if rel.parent == PurePosixPath("."):
+            return root
+        return inside(root, str(rel.parent / "x")).parent
+
+    def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
+        """The first placement that is ours or free, with its record when ours is finished."""
+        for placement in candidates:
+            record = read_json(placement.record)
+            if record is not None:
+                if record.get("job_id") == result.job_id:
+                    return placement, record
+                continue  # another job's: never overwrite
+            if placement.image.exists() and not self._is_same_content(placement.image, result):
+                continue
+            return placement, None
+        raise RuntimeError(f"job {result.job_id}: every candidate name is taken by another job")
+
+    @staticmethod
+    def _is_same_content(path: Path, result: Result) -> bool:
+        try:
+            return sha256_file(path) == result.content_sha256
+        except OSError:
+            return False
+
+    # -- placing -------------------------------------------------------------
+    def _place_image(
+        self, source: Path, target: Path, result: Result, outcome: Outcome
+    ) -> tuple[bool, dict[str, int]]:
+        """Copy the input into place. (False, ...) when there is nothing (right) to place.
+
+        The second item is the source's size and mtime when this copy verified its bytes and
+        the source did not change meanwhile: it lets a restart skip the file unread.
+        """
+        if target.exists() and self._is_same_content(target, result):
+            return True, {}  # a crash after the copy: the image is already in place
+        if self._links_outside(source):
+            if outcome == ERRORS:
+                return True, {}  # a refused link: the reason is recorded, the link is left alone
+            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
+            return False, {}
+        try:
+            reader = source.open("rb")
+        except OSError as exc:
+            if outcome == ERRORS:
+                return True, {}  # the reason is recorded even though the input cannot be read
+            log.warning(
+                "job %s: input %s cannot be read now (%s); a later scan takes it up again",
+                result.job_id,
+                result.rel_path,
+                exc,
+            )
+            return False, {}
+        with reader:
+            before = _stat_of(os.fstat(reader.fileno()))
+            # Errors from here on are on the destination side (disk full, read-only): the
+            # route task retries them later.
+            copied = atomic_copy(reader, target)
+            after = _stat_of(os.fstat(reader.fileno()))
+        if copied != result.content_sha256:
+            # The file was replaced after it was read; its new content has its own job.
+            log.warning(
+                "job %s: input %s changed since it was read; leaving it to its new job",
+                result.job_id,
+                result.rel_path,
+            )
+            _set_aside(target)
+            return False, {}
+        return True, (before if before == after else {})
+
+    def _links_outside(self, source: Path) -> bool:
+        return links_outside(source, self.input_dir, follow_symlinks=self.settings.follow_symlinks)
+
+    def _remove_source(self, source: Path, result: Result) -> None:
+        try:
+            if sha256_file(source) == result.content_sha256:
+                os.unlink(source)  # move mode: the verified copy and its record are on disk
+        except FileNotFoundError:
+            pass
+
+    # -- records -------------------------------------------------------------
+    def _final_text(self, result: Result) -> str:
+        return f"{self.settings.caption_prefix}{result.caption}{self.settings.caption_suffix}"
+
+    def _write_caption(self, path: Path, result: Result) -> str:
+        """Write the caption file, honouring --existing for a file kcap did not write."""
+        new = self._final_text(result)
+        try:
+            existing = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            existing = None
+        mode = self.settings.existing
+        if existing is None or mode == "overwrite" or existing == new:
+            text = new
+        elif mode == "skip":
+            return existing  # kept as it is (the producer normally skips such images)
+        elif mode == "append":
+            # A retry after a crash finds its own text already appended.
+            text = existing if existing.endswith(new) else f"{existing} {new}"
+        else:  # prepend
+            text = existing if existing.startswith(new) else f"{new} {existing}"
+        atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+        return text
+
+    def _ensure_metadata(self, outcome: Outcome, placement: Placement, result: Result, text: str) -> None:
+        if outcome not in self.metadata:
+            return
+        root = self.roots[outcome]
+        self.metadata[outcome].ensure(
+            result.job_id,
+            {
+                "file_name": placement.image.relative_to(root).as_posix(),
+                "text": text,
+                "clip_score": result.score,
+                "entities": result.entities,
+            },
+        )
+
+    def _record(self, result: Result, placement: Placement, outcome: Outcome, text: str) -> dict[str, Any]:
+        return {
+            "job_id": result.job_id,
+            "source": result.rel_path,
+            "image": placement.image.name,
+            "caption": result.caption,
+            "text": text,
+            "captions": result.captions,
+            "truncated": result.truncated,
+            "entities": result.entities,
+            "clip_score": result.score,
+            "clipscore": result.clipscore,
+            "clip_chunks": result.chunks,
+            "threshold": self.settings.threshold if self.settings.score_enabled else None,
+            "outcome": outcome.value,
+            "caption_model": result.caption_model,
+            "clip_model": result.clip_model if result.score is not None else None,
+            "prompt": result.prompt,
+            "width": result.width,
+            "height": result.height,
+            "content_sha256": result.content_sha256,
+            "timings": result.timings,
+            "worker": result.worker,
+            "router": self.host,
+            "enqueued_at": result.enqueued_at,
+            "routed_at": time.time(),
+        }
+
+    def _error_record(self, result: Result, placement: Placement) -> dict[str, Any]:
+        return {
+            "job_id": result.job_id,
+            "source": result.rel_path,
+            "image": placement.image.name if placement.image.exists() else None,
+            "reason": result.error_reason,
+            "error_class": result.error_class,
+            "content_sha256": result.content_sha256,
+            "worker": result.worker,
+            "router": self.host,
+            "time": time.time(),
+        }
+
+
+def _stat_of(stat: os.stat_result) -> dict[str, int]:
+    return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def _set_aside(target: Path) -> None:
+    """A copy that turned out to hold other bytes is renamed away, never silently kept or lost."""
+    with contextlib.suppress(OSError):
+        os.replace(target, target.with_name(f".kcap-stale-{int(time.time())}-{target.name}"))
