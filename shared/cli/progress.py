@@ -1,56 +1,114 @@
-"""A live progress line for `kcap up` / `kcap run`: rich on a terminal, log lines otherwise."""
+"""What `kcap up` and `kcap run` show while they work.
+
+On a terminal: a live panel pinned at the bottom (counts by outcome, jobs in flight, the rate
+over the last minute, the ETA), with warnings and errors (this process's and its children's)
+printed above it. Per-image lines go to the log files under the state folder instead (or to
+the terminal too with --log-level DEBUG). Off a terminal (systemd, CI, a pipe): the same
+counts as a log line every 10 s, and every line as it comes.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from shared.core.inflight import InFlight
+from shared.core.inflight import InFlight, Snapshot
+from shared.core.logs import set_console
 from shared.core.outcomes import Outcome
 
 log = logging.getLogger("kcap.progress")
 
 
-class Progress:
-    """Counts by outcome, images/s and the ETA of what is in flight."""
+def progress_line(snapshot: Snapshot) -> str:
+    counts = snapshot.counts
+    eta = "-" if snapshot.eta_s is None or not snapshot.in_flight else f"{snapshot.eta_s:.0f}s"
+    return (
+        f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
+        f"errors {counts[Outcome.ERRORS]}  in flight {snapshot.in_flight}  "
+        f"{snapshot.images_per_s:.2f} img/s (last minute)  ETA {eta}"
+    )
 
-    def __init__(self, inflight: InFlight, *, log_every_s: float = 10.0) -> None:
-        self.inflight = inflight
+
+class _AboveTheDisplay(logging.Handler):
+    """Log records printed above the live panel instead of through it."""
+
+    def __init__(self, display: Progress) -> None:
+        super().__init__()
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.display.emit(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+class Progress:
+    """The live display of one `kcap up`/`kcap run`."""
+
+    def __init__(
+        self,
+        *,
+        title: str,
+        log_dir: Path,
+        log_every_s: float = 10.0,
+        live: bool | None = None,
+    ) -> None:
+        self.inflight: InFlight | None = None  # set by watch() once the broker is up
+        self.title = title
+        self.log_dir = log_dir
         self.log_every_s = log_every_s
-        self._last_log = 0.0
         self._started = time.monotonic()
+        self._last_log = 0.0
+        self._lock = threading.Lock()
         self._live: Any = None
-        if sys.stdout.isatty():
+        self._closed = False
+        if sys.stdout.isatty() if live is None else live:
+            from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._render(), refresh_per_second=4, transient=False)
+            self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
             self._live.start()
+            # This process's own warnings now print above the panel, not through it.
+            set_console(_AboveTheDisplay(self), level=logging.getLogger().getEffectiveLevel())
 
-    def _line(self) -> str:
+    def watch(self, inflight: InFlight) -> None:
+        """Start showing the counts of this kcap instance."""
+        self.inflight = inflight
+        self._started = time.monotonic()
+
+    def _snapshot_line(self) -> str:
+        if self.inflight is None:
+            return "starting: broker, workers and models"
         try:
-            return self._counts_line()
+            return progress_line(self.inflight.snapshot(window_s=time.monotonic() - self._started))
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"
 
-    def _counts_line(self) -> str:
-        snap = self.inflight.snapshot()
-        counts = snap.counts
-        eta = "-" if snap.eta_s is None or not snap.in_flight else f"{snap.eta_s:.0f}s"
-        return (
-            f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
-            f"errors {counts[Outcome.ERRORS]}  in flight {snap.in_flight}  "
-            f"{snap.images_per_s:.2f} img/s  ETA {eta}"
-        )
-
     def _render(self) -> Any:
+        from rich.panel import Panel
         from rich.text import Text
 
-        return Text(self._line())
+        body = Text(self._snapshot_line())
+        body.append(f"\nlogs: {self.log_dir}", style="dim")
+        return Panel(body, title=self.title, title_align="left")
+
+    def emit(self, line: str) -> None:
+        """Print a line (a log record, a child's output) above the panel; thread-safe."""
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.console.print(Text(line), soft_wrap=True)
+            return
+        with self._lock:
+            print(line, file=sys.stderr, flush=True)
 
     def tick(self) -> None:
         if self._live is not None:
@@ -59,10 +117,16 @@ class Progress:
         now = time.monotonic()
         if now - self._last_log >= self.log_every_s:
             self._last_log = now
-            log.info("%s", self._line())
+            log.info("%s", self._snapshot_line())
 
     def close(self) -> None:
+        """Show the final counts (call it while the broker is still up); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         if self._live is not None:
+            self._live.update(self._render())
             self._live.stop()
+            set_console(logging.StreamHandler(), level=logging.WARNING)
         else:
-            log.info("%s", self._line())
+            log.info("%s", self._snapshot_line())

@@ -9,7 +9,8 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, make_folders
+from shared.cli.stack import Stack, log_dir, make_folders
+from shared.core.logs import is_debug, log_to_file, set_console
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,27 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     make_folders(settings)
-    with Stack(settings, flower=False) as stack:
-        producer = Producer(stack.settings)
-        signal.signal(signal.SIGINT, lambda *_: producer.stop())
-        signal.signal(signal.SIGTERM, lambda *_: producer.stop())
-        progress = Progress(producer.inflight)
+    verbose = is_debug()
+    logs = log_dir(settings)
+    log_to_file(logs / "kcap.log")
+    if not verbose:
+        set_console(level=logging.WARNING)
+    progress = Progress(title=f"kcap run: {settings.input_dir}", log_dir=logs)
+    try:
+        with Stack(settings, flower=False, output=progress.emit, verbose=verbose) as stack:
+            producer = Producer(stack.settings)
+            progress.watch(producer.inflight)
+            signal.signal(signal.SIGINT, lambda *_: producer.stop())
+            signal.signal(signal.SIGTERM, lambda *_: producer.stop())
 
-        def on_progress() -> None:
-            stack.keep_alive()
-            progress.tick()
+            def on_progress() -> None:
+                stack.keep_alive()
+                progress.tick()
 
-        stats = producer.run_backlog(on_progress=on_progress)
+            stats = producer.run_backlog(on_progress=on_progress)
+            progress.close()  # the final counts, read before the broker stops
+    finally:
         progress.close()
-    log.info("done: %s", ", ".join(f"{k} {v}" for k, v in sorted(stats.items())) or "nothing to do")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.items())) or "nothing to do"
+    progress.emit(f"kcap run: done ({summary}); logs in {logs}")
     return Exit.OK

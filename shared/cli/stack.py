@@ -4,11 +4,14 @@ URL is set, the caption workers, the route worker and (for `up`) Flower."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from shared.cli.flower import flower_command
 from shared.cli.supervisor import ProcessGroup, kcap_argv
 from shared.core.embedded_redis import EmbeddedRedis
 from shared.core.errors import BrokerError, ConfigError
+from shared.core.logs import CONSOLE_LEVEL_ENV, LOG_FILE_ENV
 from shared.core.metrics import port_for
 from shared.core.settings import Settings
 from shared.core.status import broker_file
@@ -28,14 +31,45 @@ def make_folders(settings: Settings) -> None:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-class Stack:
-    """Redis (when embedded) and the worker processes, started and stopped together."""
+def log_dir(settings: Settings) -> Path:
+    """Where `kcap up`/`kcap run` and the processes they start write their logs."""
+    return settings.state_dir / "logs"
 
-    def __init__(self, settings: Settings, *, flower: bool) -> None:
+
+class Stack:
+    """Redis (when embedded) and the worker processes, started and stopped together.
+
+    Each child logs everything to its own file under log_dir and, unless verbose, only
+    warnings and errors to its output, which goes a line at a time to output (the live
+    display prints them above itself).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        flower: bool,
+        output: Callable[[str], None] | None = None,
+        verbose: bool = False,
+    ) -> None:
         self.settings = settings
         self.flower = flower
+        self.output = output
+        self.verbose = verbose
         self.redis: EmbeddedRedis | None = None
         self.group = ProcessGroup()
+
+    def _child_env(self, role: str, **extra: str) -> dict[str, str]:
+        env = {
+            **self.settings.child_env(),
+            LOG_FILE_ENV: str(log_dir(self.settings) / f"{role}.log"),
+            **extra,
+        }
+        if not self.verbose:
+            env[CONSOLE_LEVEL_ENV] = "WARNING"
+            env["FLOWER_LOGGING"] = "warning"
+            env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' "Loading weights" bars too
+        return env
 
     def __enter__(self) -> Stack:
         if not self.settings.broker_url:
@@ -43,20 +77,16 @@ class Stack:
             self.settings = self.settings.replace(broker_url=self.redis.url)
             broker_file(self.settings).write_text(self.redis.url + "\n")
         try:
-            env = self.settings.child_env()
             port = self.settings.metrics_port
-            self.group.start(
-                "caption workers",
-                kcap_argv("worker"),
-                env={**env, "KCAP_METRICS_PORT": str(port_for(port, 1))},
-            )
-            self.group.start(
-                "route worker", kcap_argv("router"), env={**env, "KCAP_METRICS_PORT": str(port_for(port, 0))}
-            )
+            # Each process serves its own /metrics: the router on the port, workers above it.
+            worker_env = self._child_env("worker", KCAP_METRICS_PORT=str(port_for(port, 1)))
+            self.group.start("caption workers", kcap_argv("worker"), env=worker_env, output=self.output)
+            router_env = self._child_env("router", KCAP_METRICS_PORT=str(port_for(port, 0)))
+            self.group.start("route worker", kcap_argv("router"), env=router_env, output=self.output)
             if self.flower:
                 argv, flower_env = flower_command(self.settings)
-                self.group.start("flower", argv, env=flower_env)
-                log.info("Flower on http://%s:%d", self.settings.flower_address, self.settings.flower_port)
+                flower_env = {**self._child_env("flower"), **flower_env}
+                self.group.start("flower", argv, env=flower_env, output=self.output)
         except BaseException:
             self.__exit__()
             raise

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from shared.cli.exits import Exit
 from shared.core.parent_death import die_with_parent
@@ -29,7 +31,10 @@ class Child:
     argv: list[str]
     env: dict[str, str]
     restart: bool = True
+    # Where the child's output goes, a line at a time: None inherits this process's stderr.
+    output: Callable[[str], None] | None = None
     process: subprocess.Popen[bytes] | None = None
+    reader: threading.Thread | None = None
     restarts: int = 0
     started_at: float = 0.0
     next_start: float = 0.0  # 0: not waiting to restart
@@ -64,23 +69,42 @@ class ProcessGroup:
         self.stable_after_s = stable_after_s
         self.stop_timeout_s = stop_timeout_s
 
-    def start(self, name: str, argv: list[str], *, env: dict[str, str], restart: bool = True) -> Child:
-        child = Child(name=name, argv=argv, env=env, restart=restart, backoff_s=self.backoff_s)
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        restart: bool = True,
+        output: Callable[[str], None] | None = None,
+    ) -> Child:
+        child = Child(name=name, argv=argv, env=env, restart=restart, output=output, backoff_s=self.backoff_s)
         self._spawn(child)
         self.children.append(child)
         return child
 
     def _spawn(self, child: Child) -> None:
+        piped = child.output is not None
         child.process = subprocess.Popen(
             child.argv,
             env=child.env,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if piped else None,
+            stderr=subprocess.STDOUT if piped else None,
             start_new_session=True,
             # A supervisor that dies abruptly takes its children with it. SIGKILL, because
             # a Celery worker's warm shutdown can wait forever on a broker that is gone; late
             # acks make a killed worker lose nothing.
             preexec_fn=die_with_parent(signal.SIGKILL),
         )
+        if child.output is not None and child.process.stdout is not None:
+            child.reader = threading.Thread(
+                target=_forward_lines,
+                args=(child.process.stdout, child.output),
+                name=f"kcap-output-{child.name}",
+                daemon=True,
+            )
+            child.reader.start()
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
@@ -138,7 +162,16 @@ class ProcessGroup:
             # nothing of it outlives the group.
             _kill_group(process.pid)
             process.wait()
+        for child in self.children:
+            if child.reader is not None:
+                child.reader.join(timeout=5)  # its pipe closed with the last process holding it
         self.children.clear()
+
+
+def _forward_lines(stream: IO[bytes], output: Callable[[str], None]) -> None:
+    with stream:
+        for raw in stream:
+            output(raw.decode("utf-8", errors="replace").rstrip("\n"))
 
 
 def _kill_group(pgid: int) -> None:

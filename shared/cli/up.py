@@ -10,7 +10,8 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, make_folders
+from shared.cli.stack import Stack, log_dir, make_folders
+from shared.core.logs import is_debug, log_to_file, set_console
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +30,36 @@ def up(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     make_folders(settings)
+    verbose = is_debug()
+    logs = log_dir(settings)
+    log_to_file(logs / "kcap.log")
+    if not verbose:
+        set_console(level=logging.WARNING)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Stack(settings, flower=not args.no_flower) as stack:
-        producer = Producer(stack.settings)
-        thread = threading.Thread(target=producer.run_forever, name="kcap-producer", daemon=True)
-        thread.start()
-        progress = Progress(producer.inflight)
-        try:
-            while not stop.wait(0.5):
-                stack.keep_alive()
-                progress.tick()
-                if not thread.is_alive():
-                    log.error("the producer stopped unexpectedly; shutting down")
-                    return Exit.FAILURE
-        finally:
-            producer.stop()
-            thread.join(timeout=10)
-            progress.close()
+    flower = not args.no_flower
+    title = f"kcap up: {settings.input_dir}"
+    if flower:
+        title += f"  (Flower: http://{settings.flower_address}:{settings.flower_port})"
+    progress = Progress(title=title, log_dir=logs)
+    try:
+        with Stack(settings, flower=flower, output=progress.emit, verbose=verbose) as stack:
+            producer = Producer(stack.settings)
+            progress.watch(producer.inflight)
+            thread = threading.Thread(target=producer.run_forever, name="kcap-producer", daemon=True)
+            thread.start()
+            try:
+                while not stop.wait(0.5):
+                    stack.keep_alive()
+                    progress.tick()
+                    if not thread.is_alive():
+                        log.error("the producer stopped unexpectedly; shutting down")
+                        return Exit.FAILURE
+            finally:
+                producer.stop()
+                thread.join(timeout=10)
+                progress.close()  # the final counts, read before the broker stops
+    finally:
+        progress.close()
     return Exit.OK

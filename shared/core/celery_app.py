@@ -12,6 +12,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from shared.core.logs import console_is_quiet
+
 from shared.core.settings import Settings
 
 CAPTION_TASK = "kcap.caption"
@@ -85,7 +87,10 @@ def worker_argv(queue: str, *, concurrency: int, name: str) -> list[str]:
     """`worker_main` arguments for a Celery worker on one queue: a thread pool (the models are
     loaded once, in this process), task events on for Flower, no mingle/gossip chatter."""
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    # Under `kcap up`/`kcap run` the console shows warnings only: no start-up banner either.
+    quiet = ["--quiet"] if console_is_quiet() else []
     return [
+        *quiet,
         "worker",
         "-Q",
         queue,

@@ -101,5 +101,8 @@ class InFlight:
         now = time.time()
         return int(self._redis.zcount(self._done_times, now - window_s, now)) / window_s
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(counts=self.counts(), in_flight=self.size(), images_per_s=self.rate())
+    def snapshot(self, *, window_s: float = RATE_WINDOW_S) -> Snapshot:
+        """Counts, jobs in flight and the rate over the last window_s (shorter for a run that
+        started less than a window ago, so that its first minute does not read as slow)."""
+        window_s = min(RATE_WINDOW_S, max(1.0, window_s))
+        return Snapshot(counts=self.counts(), in_flight=self.size(), images_per_s=self.rate(window_s))

@@ -1,15 +1,29 @@
-"""Logging setup shared by every kcap process."""
+"""Logging setup shared by every kcap process.
+
+Every record goes through one filter that masks broker passwords, whoever logged it (Celery
+and kombu included). A process logs to the console (stderr) at its level; `kcap up` and
+`kcap run` also give the processes they start a log file under the state folder and keep only
+warnings and errors on the console, so per-image lines never bury the live display.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from shared.core.redaction import mask_url_passwords
 
+FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+# Set by `kcap up`/`kcap run` in the environment of the processes they start.
+LOG_FILE_ENV = "KCAP_LOG_FILE"
+CONSOLE_LEVEL_ENV = "KCAP_CONSOLE_LOG_LEVEL"
+
+_console: logging.Handler | None = None
+
 
 class _RedactingFilter(logging.Filter):
-    """Masks broker passwords in any record, whoever logged it (Celery and kombu included)."""
+    """Masks broker passwords in any record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -20,15 +34,66 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+class _NoPythonWarningsWhenQuiet(logging.Filter):
+    """Python warnings (Celery's "running as root", library deprecations) are for the log
+    file: on a console that shows only kcap's warnings and errors they are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "py.warnings" or record.levelno > logging.WARNING or not console_is_quiet()
+
+
+def _handler(handler: logging.Handler, level: str | int) -> logging.Handler:
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(_RedactingFilter())
+    handler.setLevel(level)
+    return handler
+
+
 def configure_logging(level: str | None = None) -> None:
-    """Configure root logging once; the level comes from KCAP_LOG_LEVEL unless given."""
+    """Configure root logging once: the level comes from KCAP_LOG_LEVEL unless given; a log file
+    and a quieter console come from the environment `kcap up`/`kcap run` give their children."""
+    global _console
     chosen = (level or os.environ.get("KCAP_LOG_LEVEL") or "INFO").upper()
     root = logging.getLogger()
-    if not any(isinstance(f, _RedactingFilter) for h in root.handlers for f in h.filters):
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-        )
-        handler.addFilter(_RedactingFilter())
-        root.addHandler(handler)
     root.setLevel(chosen)
+    if _console is None:
+        console_level = (os.environ.get(CONSOLE_LEVEL_ENV) or chosen).upper()
+        _console = _handler(logging.StreamHandler(), console_level)
+        _console.addFilter(_NoPythonWarningsWhenQuiet())
+        root.addHandler(_console)
+        logging.captureWarnings(True)
+    log_file = os.environ.get(LOG_FILE_ENV)
+    if log_file:
+        log_to_file(Path(log_file))
+
+
+def log_to_file(path: Path) -> None:
+    """Also write every record at the root level to path (appending; several processes may)."""
+    root = logging.getLogger()
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root.addHandler(_handler(logging.FileHandler(path, encoding="utf-8"), logging.NOTSET))
+
+
+def set_console(handler: logging.Handler | None = None, *, level: str | int | None = None) -> None:
+    """Replace the console handler (the live display prints records above itself) and/or its level."""
+    global _console
+    root = logging.getLogger()
+    if handler is not None:
+        if _console is not None:
+            root.removeHandler(_console)
+        _console = _handler(handler, level if level is not None else logging.WARNING)
+        _console.addFilter(_NoPythonWarningsWhenQuiet())
+        root.addHandler(_console)
+    elif _console is not None and level is not None:
+        _console.setLevel(level)
+
+
+def is_debug() -> bool:
+    return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+
+
+def console_is_quiet() -> bool:
+    """Whether this process's console shows only warnings and errors (under `kcap up`/`run`)."""
+    return _console is not None and _console.level > logging.INFO
