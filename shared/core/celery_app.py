@@ -13,7 +13,6 @@ from celery import Celery
 from kombu import Queue
 
 from shared.core.logs import console_is_quiet
-
 from shared.core.settings import Settings
 
 CAPTION_TASK = "kcap.caption"
