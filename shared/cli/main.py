@@ -13,14 +13,14 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 
-from shared.cli import export, flower, report, router, run, status, up, watch, worker
+from shared.cli import demo, export, flower, report, router, run, status, up, watch, worker
 from shared.cli.exits import Exit
 from shared.core.errors import KcapError
 from shared.core.logs import configure_logging
 
 log = logging.getLogger("kcap")
 
-COMMANDS = (up, run, watch, worker, router, flower, status, export, report)
+COMMANDS = (up, run, watch, worker, router, flower, status, export, report, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.stack import Stack, log_dir, make_folders
 from shared.core.logs import is_debug, log_to_file, set_console
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,14 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_backlog(settings_from_args(args))
+
+
+def run_backlog(settings: Settings) -> int:
+    """Caption everything under the input folder once, wait until all of it is routed, stop."""
     from producer.service import Producer
     from shared.cli.progress import Progress
 
-    settings = settings_from_args(args)
     settings.require_folders()
     make_folders(settings)
     verbose = is_debug()

@@ -1,0 +1,75 @@
+"""`kcap demo [DIR]`: try kcap in under a minute with no model hub.
+
+It builds tiny random models and a folder of images under DIR, then runs `kcap run` over it
+with the embedded Redis. Random models write random words and score around zero, so the demo
+routes at threshold 0: about half the images land in clip_failed/, the unreadable one in
+errors/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+from shared.cli.exits import Exit
+from shared.cli.run import run_backlog
+from shared.core.settings import Settings
+
+DEMO_THRESHOLD = 0.0
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("demo", help="try kcap in a minute: tiny models, sample images, one run")
+    parser.add_argument(
+        "dir", type=Path, nargs="?", default=Path("kcap-demo"), help="demo folder (kcap-demo)"
+    )
+    parser.add_argument("--images", type=int, default=24, help="sample images to make (24)")
+    parser.add_argument("--no-run", action="store_true", help="only prepare the folder; print the commands")
+    parser.set_defaults(handler=demo)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from workers.tiny.demo import prepare_demo
+
+    prepared = prepare_demo(args.dir, images=args.images)
+    flags = [
+        "--input-dir", str(prepared.inbox),
+        "--output-dir", str(prepared.captioned),
+        "--clip-failed-dir", str(prepared.clip_failed),
+        "--errors-dir", str(prepared.errors),
+        "--state-dir", str(prepared.state),
+        "--caption-model", str(prepared.caption_model),
+        "--clip-model", str(prepared.clip_model),
+        "--threshold", f"{DEMO_THRESHOLD:g}",
+    ]  # fmt: skip
+    print(f"demo folder: {prepared.root}")
+    if not args.no_run:
+        settings = Settings.build(
+            input_dir=prepared.inbox,
+            output_dir=prepared.captioned,
+            clip_failed_dir=prepared.clip_failed,
+            errors_dir=prepared.errors,
+            state_dir=prepared.state,
+            caption_model=str(prepared.caption_model),
+            clip_model=str(prepared.clip_model),
+            threshold=DEMO_THRESHOLD,
+            broker_url=None,
+        )
+        code = run_backlog(settings)
+        if code != Exit.OK:
+            return code
+        for name, folder in (
+            ("captioned", prepared.captioned),
+            ("clip_failed", prepared.clip_failed),
+            ("errors", prepared.errors),
+        ):
+            images = [p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg")]
+            print(f"  {name + '/':13} {len(images)} images")
+    command = " ".join(shlex.quote(part) for part in flags)
+    report = prepared.root / "report.html"
+    print("next:")
+    print(f"  kcap report {shlex.quote(str(prepared.captioned))} --out {shlex.quote(str(report))}")
+    print(f"  kcap up {command}    # then drop more images into {prepared.inbox}")
+    return Exit.OK
