@@ -219,6 +219,10 @@ def _nice_width(span: float, target_bins: int) -> float:
     return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if step * magnitude >= raw)
 
 
+# A generous average glyph width for the 11 px labels (digits and lowercase in system-ui).
+_LABEL_PX_PER_CHAR = 7.0
+
+
 def _histogram_svg(dataset: Dataset, threshold: float | None, *, width: int = 520, height: int = 170) -> str:
     scores = [row.clip_score for row in scored(dataset.rows) if row.clip_score is not None]
     if not scores:
@@ -265,10 +269,15 @@ def _histogram_svg(dataset: Dataset, threshold: float | None, *, width: int = 52
         parts.append(f'<text x="{x_at(value):.1f}" y="{height - 8}" text-anchor="middle">{value:g}</text>')
     if threshold is not None:
         x = x_at(threshold)
+        label = f"threshold {threshold:g}"
+        # The label sits right of the line unless it would run off the chart, then left of it.
+        fits_right = x + 4 + _LABEL_PX_PER_CHAR * len(label) <= width - 2
+        anchor, label_x = ("start", x + 4) if fits_right else ("end", x - 4)
         parts.append(
             f'<line class="threshold" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + plot_h}" '
             'stroke="#1c1c1e" stroke-width="2" stroke-dasharray="4 3"/>'
-            f'<text x="{x + 4:.1f}" y="{top + 6}">threshold {threshold:g}</text>'
+            f'<text class="threshold-label" x="{label_x:.1f}" y="{top + 10}" text-anchor="{anchor}">'
+            f"{label}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -305,3 +305,40 @@ def test_headless_chromium_takes_a_screenshot(tmp_path: Path) -> None:
         assert image.size == (1280, 900)
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 50  # a real page, not a blank one
+
+
+# Appended to a copy of the page: measures every label of the histogram as Chromium lays it out.
+_MEASURE_LABELS = """<script>
+window.addEventListener("load", () => {
+  const svg = document.querySelector("svg.hist");
+  const width = svg.viewBox.baseVal.width;
+  const out = [...svg.querySelectorAll("text")].map((t) => {
+    const box = t.getBBox();
+    return `${t.textContent}|${box.x.toFixed(1)}|${(box.x + box.width).toFixed(1)}|${width}`;
+  });
+  document.body.setAttribute("data-labels", out.join(";"));
+});
+</script>"""
+
+
+@needs_chromium
+@pytest.mark.parametrize("threshold", [0.5, 15.0, 31.0])
+def test_every_histogram_label_lies_inside_the_chart(tmp_path: Path, threshold: float) -> None:
+    """The threshold label used to run off the right edge when the threshold sat near the top."""
+    base = tmp_path / "run"
+    for i, score in enumerate((1.0, 8.0, 14.0, 22.0, 31.0)):
+        write_result(base / "captioned", f"{i}.png", score=score, threshold=threshold)
+    report = tmp_path / "report.html"
+    write_report(Roots(output=base / "captioned", clip_failed=None, errors=None), report)
+    measured = tmp_path / "measured.html"
+    # The copy drops the page's script-hash policy, which would (rightly) refuse the probe.
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())
+    measured.write_text(page.replace("</body>", _MEASURE_LABELS + "</body>"))
+    done = run_chromium(measured.as_uri(), tmp_path / "profile", "--window-size=1200,900", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-labels="([^"]*)"', done.stdout)
+    assert found is not None, done.stdout[-2000:]
+    labels = [item.split("|") for item in found.group(1).split(";")]
+    assert any(text == f"threshold {threshold:g}" for text, *_ in labels)
+    for text, left, right, width in labels:
+        assert 0 <= float(left) and float(right) <= float(width), f"{text!r} runs off the chart: {labels}"
