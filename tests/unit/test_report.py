@@ -341,4 +341,4 @@ def test_every_histogram_label_lies_inside_the_chart(tmp_path: Path, threshold: 
     labels = [item.split("|") for item in found.group(1).split(";")]
     assert any(text == f"threshold {threshold:g}" for text, *_ in labels)
     for text, left, right, width in labels:
-        assert 0 <= float(left) and float(right) <= float(width), f"{text!r} runs off the chart: {labels}"
+        assert float(left) >= 0 and float(right) <= float(width), f"{text!r} runs off the chart: {labels}"
