@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import redis
@@ -22,11 +23,21 @@ from shared.core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class Offer(StrEnum):
+    """What offering one candidate file did."""
+
+    QUEUED = "queued"  # a job was sent
+    DONE = "done"  # already routed (its record exists): nothing to do
+    IN_FLIGHT = "in_flight"  # already claimed by a job not yet routed
+    VANISHED = "vanished"  # deleted before it was read
+    REFUSED = "refused"  # sent straight to errors with a reason (a link out, too large, unreadable)
+
+
 @dataclass(frozen=True)
 class Enqueued:
     """What happened to one candidate file."""
 
-    status: str  # queued | done | in_flight | vanished | refused
+    status: Offer
     job_id: str = ""
 
 
@@ -48,7 +59,7 @@ class Enqueuer:
             if not path.is_symlink() and find_done_by_stat(
                 self.settings, rel_path, stat.st_size, stat.st_mtime_ns
             ):
-                return Enqueued("done")  # routed before, unchanged since: not even read
+                return Enqueued(Offer.DONE)  # routed before, unchanged since: not even read
             refusal = self._refusal(path, stat.st_size)
             data = b"" if refusal else _read_capped(path, self.settings.max_file_bytes)
             if data is None:  # grew past the cap after the stat
@@ -59,7 +70,7 @@ class Enqueuer:
             sha = hashlib.sha256(data).hexdigest() if not refusal else self._refused_hash(path, rel_path)
         except FileNotFoundError:
             log.info("%s vanished before it was read; nothing to do", rel_path)
-            return Enqueued("vanished")
+            return Enqueued(Offer.VANISHED)
         except OSError as exc:
             refusal = f"cannot read the file: {exc}"
             data = b""
@@ -68,12 +79,12 @@ class Enqueuer:
         # A cheap early look, so that a restart over a done backlog never waits for room.
         if find_done(self.settings, rel_path, sha, job_id) is not None:
             self.inflight.discard(job_id)  # a claim leaked by a crash would block a slot forever
-            return Enqueued("done", job_id)
+            return Enqueued(Offer.DONE, job_id)
         self._wait_for_room()
         if not self.inflight.try_add(job_id) and job_id not in self._unsent:
             age = self.inflight.age(job_id)
             if age is None or age < self.settings.stale_claim_s:
-                return Enqueued("in_flight", job_id)
+                return Enqueued(Offer.IN_FLIGHT, job_id)
             # Claimed long ago and still not routed: its message was lost (a publish that
             # failed, a Redis that kept nothing). Sending it again is safe: routing is idempotent.
             log.warning(
@@ -84,7 +95,7 @@ class Enqueuer:
         # so a job that finished while we waited for room is seen here and not sent twice.
         if find_done(self.settings, rel_path, sha, job_id) is not None:
             self.inflight.discard(job_id)
-            return Enqueued("done", job_id)
+            return Enqueued(Offer.DONE, job_id)
         try:
             sent = self._send(job_id, rel_path, sha, data, stat.st_mtime if refusal == "" else 0.0, refusal)
         except BaseException:
@@ -103,7 +114,7 @@ class Enqueuer:
         if refusal:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
-            return Enqueued("refused", job_id)
+            return Enqueued(Offer.REFUSED, job_id)
         self.publisher.send_job(
             Job(
                 job_id=job_id,
@@ -116,7 +127,7 @@ class Enqueuer:
                 enqueued_at=time.time(),
             )
         )
-        return Enqueued("queued", job_id)
+        return Enqueued(Offer.QUEUED, job_id)
 
     def _refusal(self, path: Path, size: int) -> str:
         if self._links_outside(path):

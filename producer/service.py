@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 from kombu.exceptions import OperationalError
 
-from producer.enqueue import Enqueuer
+from producer.enqueue import Enqueuer, Offer
 from producer.scan import InputFilter
 from producer.stability import StabilityGate
 from producer.watcher import start_observer
@@ -95,7 +95,7 @@ class Producer:
                 self._stop.wait(_BROKER_RETRY_S)
                 continue
             self.stats[outcome.status] += 1
-            if outcome.status == "queued":
+            if outcome.status is Offer.QUEUED:
                 log.debug("queued %s as %s", rel, outcome.job_id)
         return len(ready)
 

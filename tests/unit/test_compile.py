@@ -20,6 +20,8 @@ from workers.captioning.engine import Engine
 from workers.tiny.images import tiny_images
 
 REPO = Path(__file__).resolve().parents[2]
+# torch.compile builds kernels with the host compiler: tens of seconds on these cores.
+pytestmark = pytest.mark.slow
 OPTIONS = CaptionOptions(prompts=(Settings().prompts[0],), max_new_tokens=10, score=False)
 
 
