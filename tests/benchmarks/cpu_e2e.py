@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def kcap_run_paths(workdir: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
     runs = {}
     for label, subset in (("empty", []), ("one batch", files[: plan.e2e_batch_size]), ("all", files)):
-        runs[label] = _kcap_run(workdir / "e2e" / label.replace(" ", "_"), kosmos, clip, subset, plan)
+        runs[label] = kcap_run_once(workdir / "e2e" / label.replace(" ", "_"), kosmos, clip, subset, plan)
     full = runs["all"]
     return {
         "name": "kcap run",
@@ -75,7 +75,7 @@ def _start_kcap(args: list[str], env: dict[str, str], log: Any) -> subprocess.Po
     )
 
 
-def _kcap_run(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
+def kcap_run_once(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
     settings, env = _e2e_settings(base, kosmos, clip, plan)
     for path in files:
         shutil.copy2(path, settings.input_dir / path.name)

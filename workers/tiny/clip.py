@@ -50,6 +50,20 @@ CLIP_PRESETS: Final[dict[str, ClipPreset]] = {
         text_intermediate=64,
         projection_dim=16,
     ),
+    # Tiny, behind the real processor size (224 px): preprocessing costs what CLIP-L's does.
+    "tiny224": ClipPreset(
+        image_size=224,
+        patch_size=32,
+        vision_hidden=32,
+        vision_layers=1,
+        vision_heads=2,
+        vision_intermediate=64,
+        text_hidden=32,
+        text_layers=2,
+        text_heads=2,
+        text_intermediate=64,
+        projection_dim=16,
+    ),
     # openai/clip-vit-large-patch14 sizes.
     "full": ClipPreset(
         image_size=224,
