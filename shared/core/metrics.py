@@ -36,7 +36,8 @@ K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
-# 100 x cosine: real captions score about 15-40; the default threshold is 15.
+# CLIP's logits_per_image scale (about 100 x cosine): real captions score about 15-40; the
+# default threshold is 15.
 CLIP_SCORE_BUCKETS = (0, 5, 10, 15, 20, 25, 30, 35, 40, 50, 100)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
@@ -74,7 +75,7 @@ def route_metrics() -> RouteMetrics:
         routed=routed,
         clip_score=Histogram(
             "kcap_clip_score",
-            "CLIP score (100 x cosine) of routed captions.",
+            "The CLIP score that routed each caption (the one compared with the threshold).",
             buckets=CLIP_SCORE_BUCKETS,
         ),
         latency=Histogram(
