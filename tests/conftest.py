@@ -170,7 +170,11 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves any thread it started running, daemon or not (watchdog's rule)."""
+    """Fail a test that leaves any thread it started running, daemon or not (watchdog's rule).
+
+    kcap's own threads are daemons (the batcher, observers, the metrics endpoint); each has a
+    way to stop it, and a test must use it. A thread gets a short grace period to end.
+    """
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 5
