@@ -14,9 +14,10 @@ from pathlib import Path
 import redis
 
 from producer.scan import find_done, find_done_by_stat
+from shared.core.errors import UnsafePathError
 from shared.core.inflight import InFlight
 from shared.core.messages import Job, Result
-from shared.core.naming import job_id_for, links_outside, sha256_file
+from shared.core.naming import inside, job_id_for, links_outside, sha256_file
 from shared.core.publisher import Publisher
 from shared.core.settings import Settings
 
@@ -31,6 +32,7 @@ class Offer(StrEnum):
     IN_FLIGHT = "in_flight"  # already claimed by a job not yet routed
     VANISHED = "vanished"  # deleted before it was read
     REFUSED = "refused"  # sent straight to errors with a reason (a link out, too large, unreadable)
+    NO_ROOM = "no_room"  # not sent: the in-flight cap is full (only when the caller would not wait)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,12 @@ class Enqueuer:
         self.options = settings.caption_options()
         self._unsent: set[str] = set()  # claimed by us, publish failed
 
-    def offer(self, path: Path, rel_path: str) -> Enqueued:
-        """Enqueue path unless it is done or already in flight."""
+    def offer(self, path: Path, rel_path: str, *, wait: bool = True) -> Enqueued:
+        """Enqueue path unless it is done or already in flight.
+
+        A new claim waits for room under --max-in-flight; with wait=False it is not made
+        when there is none (status no_room).
+        """
         try:
             stat = os.stat(path)
             if not path.is_symlink() and find_done_by_stat(
@@ -80,10 +86,16 @@ class Enqueuer:
         if find_done(self.settings, rel_path, sha, job_id) is not None:
             self.inflight.discard(job_id)  # a claim leaked by a crash would block a slot forever
             return Enqueued(Offer.DONE, job_id)
-        self._wait_for_room()
-        if not self.inflight.try_add(job_id) and job_id not in self._unsent:
-            age = self.inflight.age(job_id)
-            if age is None or age < self.settings.stale_claim_s:
+        age = self.inflight.age(job_id)
+        if age is None:  # only a new claim needs room: a claimed job already holds its slot
+            if wait:
+                self._wait_for_room()
+            elif self.inflight.size() >= self.settings.max_in_flight:
+                return Enqueued(Offer.NO_ROOM, job_id)
+            if not self.inflight.try_add(job_id, rel_path):
+                age = self.inflight.age(job_id) or 0.0  # claimed meanwhile (a duplicate event)
+        if age is not None and job_id not in self._unsent:
+            if age < self.settings.stale_claim_s:
                 return Enqueued(Offer.IN_FLIGHT, job_id)
             # Claimed long ago and still not routed: its message was lost (a publish that
             # failed, a Redis that kept nothing). Sending it again is safe: routing is idempotent.
@@ -167,11 +179,39 @@ class Enqueuer:
         self.publisher.send_result(result, queue=self.settings.route_queue)
 
     def _wait_for_room(self) -> None:
-        """Back-pressure: a backlog of a million files never floods Redis."""
+        """Back-pressure: a backlog of a million files never floods Redis.
+
+        Lost jobs hold slots that nothing else frees: while waiting, every claim older than
+        --stale-claim-s is sent again from its file, so a cap full of lost jobs drains.
+        """
         delay = 0.05
         while self.inflight.size() >= self.settings.max_in_flight:
+            self._resend_stale()
+            if self.inflight.size() < self.settings.max_in_flight:
+                return
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _resend_stale(self) -> None:
+        """Send every stale claim's job again, or free its slot when it cannot be sent."""
+        for job_id, rel_path in self.inflight.stale(self.settings.stale_claim_s):
+            sent = Enqueued(Offer.VANISHED)  # no path on record: nothing to read it from
+            if rel_path is not None:
+                try:
+                    sent = self.offer(inside(self.root, rel_path), rel_path, wait=False)
+                except UnsafePathError as exc:
+                    log.warning("job %s: its claim names a path outside the input folder: %s", job_id, exc)
+            if sent.job_id != job_id:
+                # The file is gone, changed (new bytes are a new job) or unknown: nothing can
+                # send this job again, and its slot must not stay taken for ever.
+                log.warning(
+                    "job %s (%s): claimed long ago, never routed, and its input no longer holds "
+                    "its bytes (%s); freeing its slot",
+                    job_id,
+                    rel_path,
+                    sent.status,
+                )
+                self.inflight.discard(job_id)
 
 
 def _read_capped(path: Path, cap: int) -> bytes | None:

@@ -13,12 +13,18 @@ from pathlib import Path
 
 import pytest
 import redis
+import tqdm
 
 from shared.core.embedded_redis import EmbeddedRedis, find_redis_server
 from shared.core.errors import BrokerError
 from shared.core.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# tqdm starts one monitor thread per process on its first progress bar (transformers shows one
+# while loading weights) and never stops it; without it the leak check below would blame
+# whichever test loads a model first. Bars work the same without the monitor.
+tqdm.tqdm.monitor_interval = 0
 
 
 def require_redis_server() -> None:
@@ -164,12 +170,16 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    """Fail a test that leaves a non-daemon thread running (watchdog's rule)."""
+    """Fail a test that leaves any thread it started running, daemon or not (watchdog's rule).
+
+    kcap's own threads are daemons (the batcher, observers, the metrics endpoint); each has a
+    way to stop it, and a test must use it. A thread gets a short grace period to end.
+    """
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 5
     while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from shared.core.scoring import SCORE_METHODS
 from shared.core.settings import Settings
 
 # (flags, settings field, argparse keyword arguments). Defaults stay None so that unset
@@ -36,7 +37,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--num-beams",), "num_beams", {"type": int, "help": "beam search width (1: greedy)"}),
     (("--repetition-penalty",), "repetition_penalty", {"type": float, "help": "1.0: none"}),
     (("--no-repeat-ngram-size",), "no_repeat_ngram_size", {"type": int, "help": "0: off"}),
-    (("--strip-openings",), "strip_openings", {"help": "|-separated openings to strip from captions"}),
+    (
+        ("--strip-openings",),
+        "strip_openings",
+        {"help": "openings to strip from captions: |-separated, or the preset 'training' (default: none)"},
+    ),
     (("--caption-ext",), "caption_ext", {"help": "caption file extension (.txt)"}),
     (("--caption-prefix",), "caption_prefix", {"help": "text before every caption, e.g. a trigger word"}),
     (("--caption-suffix",), "caption_suffix", {"help": "text after every caption"}),
@@ -48,6 +53,15 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--metrics-port",), "metrics_port", {"type": int, "help": "Prometheus port per process (0: off)"}),
     (("--stop-timeout-s",), "stop_timeout_s", {"type": float, "help": "warm shutdown limit (30)"}),
     (("--threshold",), "threshold", {"type": float, "help": "CLIP score under which images fail (15)"}),
+    (
+        ("--route-score",),
+        "route_score",
+        {
+            "choices": list(SCORE_METHODS),
+            "help": "the CLIP score compared with the threshold: original (the original script's, "
+            "default) or sentence-chunks; both are recorded",
+        },
+    ),
     (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
     (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
     (("--batch-size",), "batch_size", {"type": int, "help": "images per batch (16)"}),
@@ -74,6 +88,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--no-recursive", "recursive", False, "watch only the top folder"),
     ("--follow-symlinks", "follow_symlinks", True, "accept symlinks pointing outside the input folder"),
     ("--trim-partial", "trim_partial", True, "cut a last sentence that the token limit cut short"),
+    ("--collapse-whitespace", "collapse_whitespace", True, "make runs of spaces and line breaks one space"),
     ("--compile", "compile", True, "torch.compile the caption model at worker start"),
 ]
 

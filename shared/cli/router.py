@@ -9,7 +9,7 @@ from typing import Any
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.supervisor import ProcessGroup, kcap_argv, supervise
-from shared.core.metrics import serve as serve_metrics
+from shared.core.metrics import serving as serve_metrics
 from shared.core.settings import Settings
 
 
@@ -47,6 +47,8 @@ def router_process(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     name = route_node_name(settings)
-    serve_metrics(role="route", worker=name, port=settings.metrics_port, address=settings.metrics_address)
-    run_route_worker(settings, name=name, concurrency=args.concurrency)
+    with serve_metrics(
+        role="route", worker=name, port=settings.metrics_port, address=settings.metrics_address
+    ):
+        run_route_worker(settings, name=name, concurrency=args.concurrency)
     return Exit.OK

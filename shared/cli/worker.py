@@ -10,7 +10,7 @@ from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.supervisor import ProcessGroup, kcap_argv, supervise
 from shared.core.metrics import port_for
-from shared.core.metrics import serve as serve_metrics
+from shared.core.metrics import serving as serve_metrics
 from workers.captioning.gpus import Gpu, pinning_env, resolve_gpus, visible_devices
 
 
@@ -62,6 +62,8 @@ def worker_process(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_broker()
     name = args.name or node_name(None, queue_prefix=settings.queue_prefix)
-    serve_metrics(role="caption", worker=name, port=settings.metrics_port, address=settings.metrics_address)
-    run_caption_worker(settings, name=name)
+    with serve_metrics(
+        role="caption", worker=name, port=settings.metrics_port, address=settings.metrics_address
+    ):
+        run_caption_worker(settings, name=name)
     return Exit.OK

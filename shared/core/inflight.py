@@ -1,7 +1,9 @@
 """Jobs in flight, kept in Redis so the cap and the dedupe survive a producer restart.
 
-A sorted set maps job id -> time enqueued. The producer adds a job before publishing it and
-waits while the set is full; the route task removes it once the image is placed.
+A sorted set maps job id -> time enqueued, and a hash job id -> the input's relative path.
+The producer adds a job before publishing it and waits while the set is full; the route task
+removes it once the image is placed. A claim that stays far too long marks a lost job: its
+path tells the producer which file to send again.
 Counters by outcome back `kcap status` and the live progress display.
 """
 
@@ -53,6 +55,7 @@ class InFlight:
         self._redis = client
         keys = settings.keys
         self._key = keys.inflight
+        self._paths = keys.inflight_paths
         self._counts = keys.counts
         self._done_times = keys.done_times
 
@@ -60,12 +63,19 @@ class InFlight:
     def connect(cls, settings: Settings) -> InFlight:
         return cls(redis.Redis.from_url(settings.require_broker(), decode_responses=True), settings)
 
-    def try_add(self, job_id: str) -> bool:
+    def try_add(self, job_id: str, rel_path: str) -> bool:
         """Claim a job; False when it is already in flight (a duplicate event or a restart)."""
-        return bool(self._redis.zadd(self._key, {job_id: time.time()}, nx=True))
+        pipe = self._redis.pipeline()
+        pipe.zadd(self._key, {job_id: time.time()}, nx=True)
+        pipe.hset(self._paths, job_id, rel_path)  # a job id is made from its path: never two
+        added, _ = pipe.execute()
+        return bool(added)
 
     def discard(self, job_id: str) -> None:
-        self._redis.zrem(self._key, job_id)
+        pipe = self._redis.pipeline()
+        pipe.zrem(self._key, job_id)
+        pipe.hdel(self._paths, job_id)
+        pipe.execute()
 
     def contains(self, job_id: str) -> bool:
         return self._redis.zscore(self._key, job_id) is not None
@@ -81,11 +91,26 @@ class InFlight:
     def size(self) -> int:
         return int(self._redis.zcard(self._key))
 
+    def stale(self, older_than_s: float, *, limit: int = 64) -> list[tuple[str, str | None]]:
+        """(job id, relative path) of the oldest claims made more than older_than_s ago.
+
+        The path is None for a claim that has none (made by an older kcap).
+        """
+        cutoff = time.time() - older_than_s
+        job_ids = [str(j) for j in self._redis.zrangebyscore(self._key, "-inf", cutoff, start=0, num=limit)]
+        if not job_ids:
+            return []
+        paths = self._redis.hmget(self._paths, job_ids)
+        return [
+            (job_id, None if path is None else str(path)) for job_id, path in zip(job_ids, paths, strict=True)
+        ]
+
     def record_outcome(self, job_id: str, outcome: Outcome) -> None:
         """Count a routed job and free its slot, in one round trip."""
         now = time.time()
         pipe = self._redis.pipeline()
         pipe.zrem(self._key, job_id)
+        pipe.hdel(self._paths, job_id)
         pipe.hincrby(self._counts, outcome.value, 1)
         pipe.zadd(self._done_times, {f"{job_id}:{now}": now})
         pipe.zremrangebyscore(self._done_times, 0, now - _KEEP_DONE_TIMES_S)

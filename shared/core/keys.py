@@ -34,6 +34,11 @@ class Keys:
         return f"{self.prefix}inflight"
 
     @property
+    def inflight_paths(self) -> str:
+        """Hash: job id -> its input's relative path, so a lost job can be sent again."""
+        return f"{self.prefix}inflight_paths"
+
+    @property
     def counts(self) -> str:
         """Hash: outcome -> images routed there."""
         return f"{self.prefix}counts"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
 from shared.core.errors import DecodeError
+from shared.core.scoring import SCORE_METHODS, ScoreMethod
 
 T = TypeVar("T", bound="_Message")
 
@@ -23,7 +24,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 
 # 2: a job's caption options travel as one nested object ("options").
-SCHEMA_VERSION = 2
+# 3: the original script's score routes by default (options.route_score); a result carries
+#    both scores, so a worker and a router of different versions refuse each other's messages.
+SCHEMA_VERSION = 3
 
 
 def _check_ids(message: object, job_id: str, content_sha256: str) -> None:
@@ -100,8 +103,11 @@ class CaptionOptions(_Message):
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     score: bool = False  # only when the storage host has a clip-failed folder
+    # Caption cleanup: none by default, so the caption is what the original script wrote.
     strip_openings: tuple[str, ...] = ()
+    collapse_whitespace: bool = False
     trim_partial: bool = False
+    route_score: str = ScoreMethod.ORIGINAL.value  # which CLIP score is compared with the threshold
 
     def __post_init__(self) -> None:
         # JSON brings lists; the options are a hashable batch key, so they hold tuples.
@@ -109,6 +115,11 @@ class CaptionOptions(_Message):
         object.__setattr__(self, "strip_openings", tuple(self.strip_openings))
         if not self.prompts or not all(isinstance(p, str) and p for p in self.prompts):
             raise DecodeError("CaptionOptions: prompts must be non-empty strings", payload=self.prompts)
+        if self.route_score not in SCORE_METHODS:
+            raise DecodeError(
+                f"CaptionOptions: route_score must be one of {', '.join(SCORE_METHODS)}",
+                payload=self.route_score,
+            )
 
     @property
     def prompt(self) -> str:
@@ -194,8 +205,15 @@ class Result(_Message):
     ok: bool
     caption: str = ""
     entities: list[dict[str, Any]] = field(default_factory=list)
-    score: float | None = None  # 100 x cosine, CLIP's logits_per_image scale
-    clipscore: float | None = None  # 2.5 x max(cos, 0), Hessel et al.
+    # The score that routes: compared with the threshold. score_method says which it is.
+    score: float | None = None
+    score_method: str = ""
+    # Both scores (shared.core.scoring.ScoreMethod): the original script's, over `slices`
+    # 77-character slices, and kcap's, over `chunks` sentence-packed token chunks.
+    score_original: float | None = None
+    score_sentence_chunks: float | None = None
+    clipscore: float | None = None  # 2.5 x max(mean cosine over the sentence chunks, 0), Hessel et al.
+    slices: int = 0
     chunks: int = 0
     caption_model: str = ""
     clip_model: str = ""

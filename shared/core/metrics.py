@@ -17,12 +17,14 @@ Off unless Settings.metrics_port (KCAP_METRICS_PORT, --metrics-port) is set;
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,7 +38,8 @@ K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 
-# 100 x cosine: real captions score about 15-40; the default threshold is 15.
+# CLIP's logits_per_image scale (about 100 x cosine): real captions score about 15-40; the
+# default threshold is 15.
 CLIP_SCORE_BUCKETS = (0, 5, 10, 15, 20, 25, 30, 35, 40, 50, 100)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
@@ -74,7 +77,7 @@ def route_metrics() -> RouteMetrics:
         routed=routed,
         clip_score=Histogram(
             "kcap_clip_score",
-            "CLIP score (100 x cosine) of routed captions.",
+            "The CLIP score that routed each caption (the one compared with the threshold).",
             buckets=CLIP_SCORE_BUCKETS,
         ),
         latency=Histogram(
@@ -169,8 +172,22 @@ def port_for(base_port: int, offset: int) -> int:
     return base_port + offset if base_port else 0
 
 
-def serve(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> int | None:
-    """Serve this process's /metrics on port (0: off); returns the port, or None when off.
+@dataclass
+class MetricsServer:
+    """A /metrics endpoint being served: its port, and the way to stop its thread."""
+
+    port: int
+    _httpd: Any
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> MetricsServer | None:
+    """Serve this process's /metrics on port (0: off); None when off.
 
     A port that is taken is logged and skipped: metrics must never keep a worker from working.
     """
@@ -185,7 +202,7 @@ def serve(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> int
     device = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     _worker_info().info({"worker": worker, "role": role, "device": device or "cpu"})
     try:
-        start_http_server(port, addr=address)
+        httpd, thread = start_http_server(port, addr=address)
     except OSError as exc:
         log.error(
             "cannot serve metrics on %s:%d (%s); %s runs without them. Pick a free port with "
@@ -197,4 +214,15 @@ def serve(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> int
         )
         return None
     log.info("%s: Prometheus metrics on http://%s:%d/metrics", worker, address, port)
-    return port
+    return MetricsServer(port, httpd, thread)
+
+
+@contextlib.contextmanager
+def serving(*, role: str, worker: str, port: int, address: str = "0.0.0.0") -> Iterator[MetricsServer | None]:
+    """serve() for the life of a with block: the endpoint's thread stops when the block ends."""
+    server = serve(role=role, worker=worker, port=port, address=address)
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()

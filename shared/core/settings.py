@@ -18,21 +18,25 @@ from shared.core.keys import Keys, keys_for
 from shared.core.messages import CaptionOptions
 from shared.core.prompts import resolve_prompts
 from shared.core.redaction import mask_url_passwords
+from shared.core.scoring import SCORE_METHODS, ScoreMethod
 
 DEFAULT_CAPTION_MODEL = "microsoft/kosmos-2-patch14-224"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 
-# Openings that say nothing about the image; stripped from captions (| separates them).
-DEFAULT_STRIP_OPENINGS = (
+# Openings that say nothing about the image (| separates them). Off by default: the original
+# script wrote them; a training set is better without them (`--strip-openings training`).
+STOCK_OPENINGS = (
     "This image shows|This image features|This image depicts|This image is|The image shows|"
     "The image features|The image depicts|The image is|This is an image of|This is a picture of|"
     "In this image,|In the image,|This picture shows|The picture shows"
 )
+OPENING_PRESETS: dict[str, str] = {"training": STOCK_OPENINGS}
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "input_mode": ("copy", "move"),
     "existing": ("skip", "overwrite", "append", "prepend"),
+    "route_score": SCORE_METHODS,
 }
 
 
@@ -61,8 +65,13 @@ class Settings:
     num_beams: int = 1  # 1: greedy, as in the original script
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    strip_openings: str = DEFAULT_STRIP_OPENINGS
+    # Caption cleanup, all off by default: the caption is then exactly what the original
+    # script wrote. Openings to strip: |-separated, or a preset name (OPENING_PRESETS).
+    strip_openings: str = ""
+    collapse_whitespace: bool = False  # runs of spaces and line breaks become one space
     trim_partial: bool = False  # cut a trailing sentence that the token limit cut short
+    # Which CLIP score is compared with the threshold (shared.core.scoring.ScoreMethod).
+    route_score: str = ScoreMethod.ORIGINAL.value
     threshold: float = 15.0
     # Dataset outputs.
     caption_ext: str = ".txt"
@@ -147,9 +156,17 @@ class Settings:
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             score=self.score_enabled,
-            strip_openings=tuple(o.strip() for o in self.strip_openings.split("|") if o.strip()),
+            strip_openings=self.openings,
+            collapse_whitespace=self.collapse_whitespace,
             trim_partial=self.trim_partial,
+            route_score=self.route_score,
         )
+
+    @property
+    def openings(self) -> tuple[str, ...]:
+        """The openings to strip, a preset name resolved."""
+        spec = OPENING_PRESETS.get(self.strip_openings.strip(), self.strip_openings)
+        return tuple(o.strip() for o in spec.split("|") if o.strip())
 
     def require_broker(self) -> str:
         """The broker URL, or a ConfigError saying how to give one."""

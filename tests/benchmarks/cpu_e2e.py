@@ -12,13 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.core.parent_death import die_with_parent
 from tests.benchmarks import harness
 from tests.benchmarks.cpu_plan import Plan, bench_settings
 
 REPO = Path(__file__).resolve().parents[2]
+# kcap up's warm-up file: a copy of the first image, routed before the timed part.
+WARMUP = "warmup.jpg"
 
 
 def kcap_run_paths(workdir: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
@@ -33,7 +35,10 @@ def kcap_run_paths(workdir: Path, kosmos: Path, clip: Path, files: list[Path], p
         "cpu_s": full["cpu_s"],
         "load_avg": full["load_avg"],
         "captions": full["captions"],
-        "runs": {k: {kk: vv for kk, vv in v.items() if kk != "captions"} for k, v in runs.items()},
+        "scores": full["scores"],
+        "runs": {
+            k: {kk: vv for kk, vv in v.items() if kk not in ("captions", "scores")} for k, v in runs.items()
+        },
     }
 
 
@@ -97,8 +102,8 @@ def kcap_run_once(base: Path, kosmos: Path, clip: Path, files: list[Path], plan:
         cpu_s, load_after = _children_cpu_s() - cpu_before, os.getloadavg()[0]
     if returncode != 0:
         raise RuntimeError(f"kcap run exited {returncode}; log:\n{log_path.read_text()[-4000:]}")
-    counts, captions, routed = _routed(settings)
-    routed_at = list(routed.values())
+    found = _routed(settings)
+    routed_at = list(found.routed_at.values())
     phases = {}
     if routed_at:
         phases = {
@@ -112,9 +117,10 @@ def kcap_run_once(base: Path, kosmos: Path, clip: Path, files: list[Path], plan:
         "wall_s": wall_s,
         "cpu_s": cpu_s,
         "load_avg": (load_before, load_after),
-        "routed": counts["output"] + counts["clip_failed"],
-        "counts": counts,
-        "captions": captions,
+        "routed": found.counts["output"] + found.counts["clip_failed"],
+        "counts": found.counts,
+        "captions": found.captions,
+        "scores": found.scores,
         "peak_tree_rss": sampler.peak_bytes,
         "cpu_by_role": sampler.cpu_by_role(),
     }
@@ -139,7 +145,7 @@ def kcap_up_path(workdir: Path, kosmos: Path, clip: Path, files: list[Path], pla
     staging.mkdir()
     for path in files:
         shutil.copy2(path, staging / path.name)
-    warmup = "warmup.jpg"
+    warmup = WARMUP
     log_path = base / "kcap-up.log"
     with log_path.open("wb") as log:
         process = _start_kcap(["up", "--no-flower"], env, log)
@@ -164,9 +170,11 @@ def kcap_up_path(workdir: Path, kosmos: Path, clip: Path, files: list[Path], pla
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    counts, captions, routed = _routed(settings)
+    found = _routed(settings)
+    counts, captions, scores = found.counts, found.captions, found.scores
     captions.pop(warmup, None)
-    routed_at = [at for source, at in routed.items() if source != warmup]
+    scores.pop(warmup, None)
+    routed_at = [at for source, at in found.routed_at.items() if source != warmup]
     cpu_by_role = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
     return {
         "name": "kcap up",
@@ -175,7 +183,8 @@ def kcap_up_path(workdir: Path, kosmos: Path, clip: Path, files: list[Path], pla
         "cpu_s": sum(cpu_by_role.values()),
         "load_avg": (load_before, load_after),
         "captions": captions,
-        "counts": counts,
+        "scores": scores,
+        "counts": counts,  # with the warm-up file, a copy of the first image
         "phases": {
             "drop_to_first_routed_s": min(routed_at) - dropped_at,
             "first_to_last_routed_s": max(routed_at) - min(routed_at),
@@ -205,19 +214,26 @@ def _wait_routed(
     )
 
 
-def _routed(settings: Any) -> tuple[dict[str, int], dict[str, str], dict[str, float]]:
-    """Counts by outcome, and each routed source's caption and routed_at time."""
-    counts = {"output": 0, "clip_failed": 0, "errors": 0}
-    captions: dict[str, str] = {}
-    routed_at: dict[str, float] = {}
+class RoutedFiles(NamedTuple):
+    counts: dict[str, int]  # by outcome
+    captions: dict[str, str]  # by source: the caption file's text
+    scores: dict[str, float]  # by source: the score that routed
+    routed_at: dict[str, float]  # by source
+
+
+def _routed(settings: Any) -> RoutedFiles:
+    """What the folders hold: counts by outcome, and each routed source's caption, score and time."""
+    found = RoutedFiles({"output": 0, "clip_failed": 0, "errors": 0}, {}, {}, {})
     for name, root in (("output", settings.output_dir), ("clip_failed", settings.clip_failed_dir)):
         for record_path in root.rglob("*.json") if root.exists() else []:
             if record_path.name.startswith("."):
                 continue
             record = json.loads(record_path.read_text())
-            counts[name] += 1
-            captions[record["source"]] = record_path.with_suffix(".txt").read_text().strip()
-            routed_at[record["source"]] = float(record["routed_at"])
+            source = record["source"]
+            found.counts[name] += 1
+            found.captions[source] = record_path.with_suffix(".txt").read_text().strip()
+            found.scores[source] = float(record["clip_score"])
+            found.routed_at[source] = float(record["routed_at"])
     if settings.errors_dir.exists():
-        counts["errors"] = len(list(settings.errors_dir.rglob("*.error.json")))
-    return counts, captions, routed_at
+        found.counts["errors"] = len(list(settings.errors_dir.rglob("*.error.json")))
+    return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.core.settings import Settings
 from tests.benchmarks import harness
 from tests.benchmarks.cpu_plan import Plan
 
@@ -216,8 +217,13 @@ def _cpu_line(title: str, run: dict[str, Any]) -> str:
     return f"{title}: " + ", ".join(parts)
 
 
+# fp32 on one CPU: a batch and a single image differ by float rounding only.
+SCORE_TOLERANCE = 1e-3
+
+
 def sanity(results: dict[str, dict[str, Any]], plan: Plan) -> list[str]:
-    """What must hold whatever the speed: every image captioned, routed once, full length."""
+    """What must hold whatever the speed: every image captioned, routed once, full length, and
+    every path's captions, scores and routing equal to the original loop's (a)."""
     problems = []
     for name in plan.paths:
         r = results[name]
@@ -226,9 +232,51 @@ def sanity(results: dict[str, dict[str, Any]], plan: Plan) -> list[str]:
         counts = harness.word_counts(r["captions"])
         if counts != {plan.new_tokens}:
             problems.append(f"{name}: caption word counts {sorted(counts)}, expected {plan.new_tokens}")
+    a = results["a"]
+    for name in plan.paths[1:]:
+        problems.extend(_differences(name, a, results[name], plan))
     for label, run in results["c"]["runs"].items():
         if run["routed"] != run["files"] or run["counts"]["errors"]:
             problems.append(f"kcap run ({label}): {run['counts']} for {run['files']} files")
-    if "u" in results and results["u"]["counts"]["errors"]:
-        problems.append(f"kcap up: {results['u']['counts']}")
+    expected = _expected_counts(a["scores"].values())
+    if results["c"]["runs"]["all"]["counts"] != expected:
+        problems.append(
+            f"kcap run: routed {results['c']['runs']['all']['counts']}, (a)'s scores say {expected}"
+        )
+    if "u" in results:
+        first = a["scores"][min(a["scores"])]  # the warm-up file is a copy of the first image
+        with_warmup = _expected_counts([*a["scores"].values(), first])
+        if results["u"]["counts"] != with_warmup:
+            problems.append(f"kcap up: routed {results['u']['counts']}, (a)'s scores say {with_warmup}")
     return problems
+
+
+def _differences(name: str, a: dict[str, Any], other: dict[str, Any], plan: Plan) -> list[str]:
+    """Where a path's captions or scores are not (a)'s, with the first file that differs."""
+    problems = []
+    mine, theirs = a["captions"], other["captions"]
+    equal, common = harness.agreement(mine, theirs)
+    if (equal, common) != (plan.images, plan.images):
+        line = f"{name}: {equal} of {plan.images} captions identical to (a), {common} in both"
+        differ = sorted(k for k in mine.keys() & theirs.keys() if mine[k] != theirs[k])
+        if differ:
+            line += f"; first: {differ[0]}: {mine[differ[0]]!r} vs {theirs[differ[0]]!r}"
+        problems.append(line)
+    scores = other.get("scores", {})
+    off = sorted(
+        k for k in a["scores"] if abs(a["scores"][k] - scores.get(k, float("inf"))) > SCORE_TOLERANCE
+    )
+    if off:
+        problems.append(
+            f"{name}: {len(off)} of {plan.images} scores differ from (a)'s or are missing; "
+            f"first: {off[0]}: {a['scores'][off[0]]:.4f} vs {scores.get(off[0])}"
+        )
+    return problems
+
+
+def _expected_counts(scores: Any) -> dict[str, int]:
+    """Where images with these scores land under the default threshold."""
+    threshold = Settings().threshold
+    passed = sum(1 for score in scores if score >= threshold)
+    failed = sum(1 for score in scores if score < threshold)
+    return {"output": passed, "clip_failed": failed, "errors": 0}

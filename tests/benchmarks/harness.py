@@ -112,9 +112,10 @@ class BaselineLoop:
 
     Like the original script it runs the processor on prompt and image together for every
     image and decodes prompt plus caption, then cuts the prompt off the text. CLIP scores
-    each caption in its own forward pass; the caption is cut into 77-*character* pieces, as
-    the script did, and all pieces of one caption go through that one pass (the script's
-    per-piece passes would only make this baseline slower).
+    each caption as the script did: cut into 77-*character* pieces, all pieces with the
+    image in one padded processor call, the mean of logits_per_image. (truncation=True and
+    one empty piece for an empty caption keep the loop going where the script's call would
+    fail, as kcap does; the benchmark's captions never need either.)
     """
 
     def __init__(

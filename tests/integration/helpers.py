@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from shared.core.messages import CaptionOptions, Job
+from shared.core.naming import job_id_for
 from shared.core.settings import Settings
 
 
@@ -16,6 +19,21 @@ def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     return buffer.getvalue()
+
+
+def job_for(data: bytes, options: CaptionOptions, rel: str = "x.png") -> Job:
+    """The job the producer would send for these bytes at rel."""
+    sha = hashlib.sha256(data).hexdigest()
+    return Job(
+        job_id=job_id_for(rel, sha),
+        rel_path=rel,
+        content_sha256=sha,
+        size=len(data),
+        mtime=0.0,
+        image_b64=Job.encode_bytes(data),
+        options=options,
+        enqueued_at=0.0,
+    )
 
 
 def drop_images(settings: Settings, n: int, *, seed: int, prefix: str = "f") -> list[str]:

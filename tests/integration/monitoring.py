@@ -47,7 +47,17 @@ def scrape(url: str, *, auth: str | None = None) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples called name whose labels include the given ones."""
+    """Sum of the samples called name whose labels include the given ones.
+
+    No such sample fails the test: a metric that is missing must never read as 0.
+    """
+    found = [v for n, have, v in samples if n == name and labels.items() <= have.items()]
+    assert found, f"no sample {name}{labels or ''} among {sorted({n for n, _, _ in samples})}"
+    return sum(found)
+
+
+def value_or_zero(samples: Samples, name: str, **labels: str) -> float:
+    """value(), for polling a counter that appears with its first event."""
     return sum(v for n, have, v in samples if n == name and labels.items() <= have.items())
 
 

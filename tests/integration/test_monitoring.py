@@ -18,7 +18,7 @@ from shared.core.embedded_redis import free_port
 from shared.core.settings import Settings
 from tests.conftest import REPO, Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
-from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value
+from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value, value_or_zero
 from workers.tiny.images import tiny_images
 
 HOST = socket.gethostname()
@@ -67,8 +67,8 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     def flower_counts() -> tuple[float, float]:
         samples = scrape(f"{flower_url}/metrics")
         return (
-            value(samples, "flower_events_total", task="kcap.caption", type="task-succeeded"),
-            value(samples, "flower_events_total", task="kcap.route", type="task-succeeded"),
+            value_or_zero(samples, "flower_events_total", task="kcap.caption", type="task-succeeded"),
+            value_or_zero(samples, "flower_events_total", task="kcap.route", type="task-succeeded"),
         )
 
     wait_for(lambda: flower_counts() == (5, 5), timeout_s=30, what="Flower's task counts", logs=procs.tail)

@@ -58,9 +58,15 @@ def test_ids_that_could_steer_a_file_name_are_refused() -> None:
 
 
 def test_caption_options_travel_nested_and_come_back_as_a_hashable_batch_key() -> None:
-    job = _job(options=CaptionOptions(prompts=("a", "b"), strip_openings=("The image shows",), score=True))
+    options = CaptionOptions(
+        prompts=("a", "b"), strip_openings=("The image shows",), score=True, route_score="sentence-chunks"
+    )
+    job = _job(options=options)
     back = Job.decode(job.encode())
     assert back.options == job.options
+    assert back.options.route_score == "sentence-chunks"
+    with pytest.raises(DecodeError, match="route_score"):
+        Job.from_dict({**job.to_dict(), "options": {**job.options.to_dict(), "route_score": "best"}})
     assert json.loads(job.encode())["options"]["prompts"] == ["a", "b"]
     keys = {back.options.for_prompt(p) for p in back.options.prompts}
     assert {k.prompt for k in keys} == {"a", "b"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import urllib.request
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,7 +17,10 @@ from shared.core.settings import Settings
 
 
 def _sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    """A sample's value; a sample that does not exist fails the test (it never reads as 0)."""
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, f"no sample {name}{labels or ''} in the registry"
+    return value
 
 
 def test_a_routed_image_counts_once_with_its_score_and_latency() -> None:
@@ -75,6 +80,30 @@ def test_the_port_comes_from_settings_or_the_environment() -> None:
         with pytest.raises(ConfigError, match="KCAP_METRICS_PORT"):
             Settings.build({"KCAP_METRICS_PORT": bad})
     assert Settings.build({}).metrics_address == "0.0.0.0"
+
+
+def test_a_missing_metric_fails_the_reading_instead_of_reading_zero() -> None:
+    metrics.route_metrics()
+    with pytest.raises(AssertionError, match="no sample kcap_images_routed_total"):
+        _sample("kcap_images_routed_total", outcome="nowhere")
+    with pytest.raises(AssertionError, match="no sample kcap_no_such_metric"):
+        _sample("kcap_no_such_metric")
+
+
+def test_the_endpoint_serves_the_metrics_and_stops_with_its_thread() -> None:
+    from shared.core.embedded_redis import free_port
+
+    port = free_port()
+    threads = set(threading.enumerate())
+    with metrics.serving(role="route", worker="route@test", port=port, address="127.0.0.1") as server:
+        assert server is not None and server.port == port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+        assert 'kcap_images_routed_total{outcome="output"}' in body
+        assert set(threading.enumerate()) - threads  # its server thread runs
+    assert not [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # nothing listens any more
 
 
 def test_a_taken_port_is_logged_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:

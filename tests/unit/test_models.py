@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,8 @@ from transformers import CLIPModel, CLIPProcessor
 
 from shared.core.errors import ModelLoadError
 from shared.core.messages import CaptionOptions, Job
-from shared.core.naming import job_id_for
 from shared.core.settings import Settings
-from tests.integration.helpers import image_bytes
+from tests.integration.helpers import image_bytes, job_for
 from workers.captioning.captioner import Captioner
 from workers.captioning.engine import Engine, Prepared
 from workers.captioning.scorer import Scorer, chunk_caption
@@ -32,17 +30,8 @@ def engine(tiny_models: tuple[Path, Path]) -> Engine:
 
 
 def _job(data: bytes, rel: str = "x.png", *, score: bool = True, tokens: int = 10) -> Job:
-    sha = hashlib.sha256(data).hexdigest()
-    return Job(
-        job_id=job_id_for(rel, sha),
-        rel_path=rel,
-        content_sha256=sha,
-        size=len(data),
-        mtime=0.0,
-        image_b64=Job.encode_bytes(data),
-        options=CaptionOptions(prompts=tuple(Settings().prompts), max_new_tokens=tokens, score=score),
-        enqueued_at=0.0,
-    )
+    options = CaptionOptions(prompts=tuple(Settings().prompts), max_new_tokens=tokens, score=score)
+    return job_for(data, options, rel)
 
 
 def _prepared(engine: Engine, n: int, seed: int = 5) -> list[Prepared]:
@@ -102,11 +91,11 @@ def _direct_logits(model: CLIPModel, processor: CLIPProcessor, texts: list[str],
     inputs = processor(text=texts, images=image, return_tensors="pt", padding=True, truncation=True)
     with torch.no_grad():
         out = model(**inputs)
-    # logits_per_image is logit_scale.exp() x cosine; kcap's score is 100 x cosine.
+    # logits_per_image is logit_scale.exp() x cosine; the sentence-chunk score is 100 x cosine.
     return out.logits_per_image[0] / model.logit_scale.exp() * 100.0
 
 
-def test_chunked_scoring_equals_a_direct_clip_computation(tiny_models: tuple[Path, Path]) -> None:
+def test_the_sentence_chunk_score_equals_a_direct_clip_computation(tiny_models: tuple[Path, Path]) -> None:
     _, clip = tiny_models
     scorer = Scorer(str(clip), device=CPU, dtype=torch.float32)
     model = CLIPModel.from_pretrained(clip).eval()
@@ -116,13 +105,12 @@ def test_chunked_scoring_equals_a_direct_clip_computation(tiny_models: tuple[Pat
     long = " ".join(f"the {w} square sits on a wall near a {w} circle." for w in ["red", "blue", "green"] * 6)
     chunk_lists = [scorer.chunks(short), scorer.chunks(long)]
     assert len(chunk_lists[0]) == 1 and len(chunk_lists[1]) > 1
-    pixels = [scorer.preprocess(im) for im in images]
-    got = scorer.postprocess(scorer.forward(pixels, chunk_lists), chunk_lists)
+    got = scorer.score([scorer.preprocess(im) for im in images], [short, long])
 
     expected_short = _direct_logits(model, processor, [short], images[0]).item()
     expected_long = _direct_logits(model, processor, chunk_lists[1], images[1]).mean().item()
-    assert got[0].score == pytest.approx(expected_short, abs=1e-3)
-    assert got[1].score == pytest.approx(expected_long, abs=1e-3)
+    assert got[0].sentence_chunks == pytest.approx(expected_short, abs=1e-3)
+    assert got[1].sentence_chunks == pytest.approx(expected_long, abs=1e-3)
     assert got[1].chunks == len(chunk_lists[1])
     assert got[0].clipscore == pytest.approx(2.5 * max(expected_short / 100, 0), abs=1e-5)
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,35 @@ def test_a_good_score_lands_in_output_with_caption_and_record(roots: Settings) -
     assert routed.outcome == "output" and routed.newly_placed
     out = roots.output_dir / "sub" / "dir"  # type: ignore[operator]
     assert (out / "a.jpg").read_bytes() == b"jpeg-bytes"
-    assert (out / "a.txt").read_text() == "a red square on a white wall\n"
+    assert (out / "a.txt").read_bytes() == b"a red square on a white wall"  # as the original wrote it
     record = json.loads((out / "a.json").read_text())
     assert record["clip_score"] == 15.0 and record["outcome"] == "output"
     assert record["source"] == "sub/dir/a.jpg"
     assert (roots.input_dir / "sub/dir/a.jpg").exists()  # type: ignore[operator]  # copy mode
+
+
+def test_the_record_names_every_score_and_which_one_routed(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"abc")
+    result = replace(
+        _result("a.jpg", b"abc", score=16.5),
+        score_method="original",
+        score_original=16.5,
+        score_sentence_chunks=14.25,
+        clipscore=0.35,
+        slices=2,
+        chunks=1,
+    )
+    Router(roots).route(result)
+    record = json.loads((roots.output_dir / "a.json").read_text())  # type: ignore[operator]
+    assert {k: record[k] for k in record if k.startswith("clip") and k != "clip_model"} == {
+        "clip_score": 16.5,
+        "clip_score_method": "original",
+        "clip_score_original": 16.5,
+        "clip_score_sentence_chunks": 14.25,
+        "clipscore": 0.35,
+        "clip_slices": 2,
+        "clip_chunks": 1,
+    }
 
 
 def test_a_low_score_lands_in_clip_failed(roots: Settings) -> None:
@@ -177,7 +202,7 @@ def test_prefix_suffix_and_caption_extension(roots: Settings) -> None:
     Router(styled).route(_result("a.jpg", b"a"))
     out = styled.output_dir
     assert out is not None
-    assert (out / "a.caption").read_text() == "sks style, a red square on a white wall, 4k\n"
+    assert (out / "a.caption").read_text() == "sks style, a red square on a white wall, 4k"
     record = json.loads((out / "a.json").read_text())
     assert record["text"] == "sks style, a red square on a white wall, 4k"
     assert record["caption"] == "a red square on a white wall"
@@ -204,7 +229,8 @@ def test_an_existing_caption_kcap_did_not_write(roots: Settings, mode: str, expe
     router.route(_result("a.jpg", b"a"))
     (out / "a.json").unlink()  # a crash before the record: the retry must not add the text twice
     router.route(_result("a.jpg", b"a"))
-    assert (out / "a.txt").read_text() == expected + "\n"
+    # skip leaves the file as it was, newline and all
+    assert (out / "a.txt").read_text() == (expected + "\n" if mode == "skip" else expected)
 
 
 def test_the_record_keeps_the_inputs_size_and_mtime_for_a_fast_restart(roots: Settings) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -21,6 +22,37 @@ def test_defaults_carry_over_from_the_original_script() -> None:
     assert settings.max_new_tokens == 128
     assert settings.threshold == 15.0
     assert settings.input_mode == "copy"
+    # The original script's score routes, and its caption text is kept as it came.
+    assert settings.route_score == "original"
+    options = settings.caption_options()
+    assert options.route_score == "original"
+    assert (options.strip_openings, options.collapse_whitespace, options.trim_partial) == ((), False, False)
+
+
+def test_the_routing_score_and_the_cleanup_come_from_flags_or_the_environment() -> None:
+    from shared.cli.options import add_settings_arguments, settings_from_args
+
+    env = {
+        "KCAP_ROUTE_SCORE": "sentence-chunks",
+        "KCAP_STRIP_OPENINGS": "training",
+        "KCAP_COLLAPSE_WHITESPACE": "1",
+    }
+    from_env = Settings.build(env).caption_options()
+    assert from_env.route_score == "sentence-chunks" and from_env.collapse_whitespace
+    assert "The image shows" in from_env.strip_openings and len(from_env.strip_openings) == 14
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    args = parser.parse_args(
+        ["--route-score", "sentence-chunks", "--strip-openings", "A|B", "--collapse-whitespace"]
+    )
+    from_flags = settings_from_args(args).caption_options()
+    assert (from_flags.route_score, from_flags.strip_openings, from_flags.collapse_whitespace) == (
+        "sentence-chunks",
+        ("A", "B"),
+        True,
+    )
+    with pytest.raises(ConfigError, match="route_score must be one of original, sentence-chunks"):
+        Settings.build({"KCAP_ROUTE_SCORE": "best"})
 
 
 def test_environment_then_flags_take_precedence(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
 from workers.captioning.decode import decode_image
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
-from workers.captioning.scorer import Scorer
+from workers.captioning.scorer import Score, Scorer
 from workers.captioning.text_cleanup import clean_caption
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,24 @@ class Prepared:
 class Captioned:
     text: str
     entities: list[Entity]
-    score: float | None
+    score: float | None  # the one that routes: options.route_score picks it from `scores`
     clipscore: float | None
     chunks: int
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
+    scores: Score | None = None  # every score of the caption; None when not scored
+
+    @property
+    def score_original(self) -> float | None:
+        return self.scores.original if self.scores else None
+
+    @property
+    def score_sentence_chunks(self) -> float | None:
+        return self.scores.sentence_chunks if self.scores else None
+
+    @property
+    def slices(self) -> int:
+        return self.scores.slices if self.scores else 0
 
 
 def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Caption:
@@ -54,6 +67,7 @@ def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Captio
         caption.text,
         caption.entities,
         openings=options.strip_openings,
+        collapse_whitespace=options.collapse_whitespace,
         trim_partial=options.trim_partial,
         truncated=caption.truncated,
     )
@@ -170,17 +184,16 @@ class Engine:
             )
         ]
         caption_s = time.perf_counter() - started
-        scores: list[tuple[float | None, float | None, int]] = [(None, None, 0)] * len(items)
+        scores: list[Score | None] = [None] * len(items)
         score_s = 0.0
         if options.score:
-            scorer = self.scorer()
             started = time.perf_counter()
             pixels = [item.clip_pixels for item in items]
             if any(p is None for p in pixels):
                 raise RuntimeError("a scored batch holds an image prepared without CLIP pixels")
-            chunk_lists = [scorer.chunks(c.text) for c in captions]
-            cosines = scorer.forward([p for p in pixels if p is not None], chunk_lists)
-            scores = [(s.score, s.clipscore, s.chunks) for s in scorer.postprocess(cosines, chunk_lists)]
+            scores = list(
+                self.scorer().score([p for p in pixels if p is not None], [c.text for c in captions])
+            )
             score_s = time.perf_counter() - started
         n = len(items)
         return [
@@ -188,9 +201,10 @@ class Engine:
                 text=caption.text,
                 entities=caption.entities,
                 truncated=caption.truncated,
-                score=score,
-                clipscore=clipscore,
-                chunks=chunks,
+                score=score.routing(options.route_score) if score else None,
+                clipscore=score.clipscore if score else None,
+                chunks=score.chunks if score else 0,
+                scores=score,
                 timings={
                     "decode_s": round(item.decode_s, 4),
                     "caption_batch_s": round(caption_s, 4),
@@ -198,5 +212,5 @@ class Engine:
                     "batch_size": n,
                 },
             )
-            for item, caption, (score, clipscore, chunks) in zip(items, captions, scores, strict=True)
+            for item, caption, score in zip(items, captions, scores, strict=True)
         ]

@@ -1,12 +1,18 @@
-"""CLIP scoring of captions against images, with token-aware chunking.
+"""CLIP scoring of captions against images, both ways at once (shared.core.scoring).
 
-The score is 100 x cosine(image, text), which is CLIP's logits_per_image scale; a caption
-longer than CLIP's 77-token window is cut at sentence boundaries into chunks that fit, and
-the chunk scores are averaged. (The original script cut every 77 *characters*.)
+- original: the original script's statistic, computed its way. The caption as written is cut
+  every 77 characters, and the slices' logits_per_image (the model's own logit scale x
+  cosine) are averaged. The default: the threshold of 15 was set against this number.
+- sentence-chunks: whole sentences packed into chunks that fit CLIP's 77-token window (a
+  sentence longer than that is cut between words), and 100 x the chunks' mean cosine.
+
+CLIPScore (Hessel et al.), 2.5 x max(mean cosine over the sentence chunks, 0), is kept too.
+One batch is one pass of each tower: every image once, every distinct text once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,16 +20,34 @@ from typing import Any
 import torch
 from PIL import Image
 
+from shared.core.scoring import ORIGINAL_SLICE_CHARS, ScoreMethod
 from workers.captioning.loading import load_model
+
+log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
 @dataclass(frozen=True)
 class Score:
-    score: float  # 100 x mean cosine over chunks
-    clipscore: float  # 2.5 x max(mean cosine, 0)
+    original: float  # mean logits_per_image over the 77-character slices
+    sentence_chunks: float  # 100 x mean cosine over the sentence chunks
+    clipscore: float  # 2.5 x max(mean cosine over the sentence chunks, 0)
+    slices: int
     chunks: int
+
+    def routing(self, method: str) -> float:
+        """The score that is compared with the threshold."""
+        return self.original if method == ScoreMethod.ORIGINAL else self.sentence_chunks
+
+
+def original_slices(caption: str) -> list[str]:
+    """The original script's cut: every 77 characters of the caption as written.
+
+    An empty caption is one empty slice (the script would have had nothing to score).
+    """
+    step = ORIGINAL_SLICE_CHARS
+    return [caption[i : i + step] for i in range(0, len(caption), step)] or [""]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -93,6 +117,7 @@ class Scorer:
         self.max_length = int(getattr(self.tokenizer, "model_max_length", 77) or 77)
         if self.max_length > 10_000:  # "unset" sentinel in some tokenizer configs
             self.max_length = int(self.model.config.text_config.max_position_embeddings)
+        self.logit_scale = _logit_scale(source, self.model)
 
     # -- preprocess (CPU) ----------------------------------------------------
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -107,30 +132,78 @@ class Scorer:
 
     # -- forward (device) ----------------------------------------------------
     @torch.inference_mode()
-    def forward(self, pixel_values: list[torch.Tensor], chunk_lists: list[list[str]]) -> torch.Tensor:
-        """Mean cosine per (image, its chunks), for the whole batch in one pass per tower."""
-        texts = [chunk for chunks in chunk_lists for chunk in chunks]
-        owner = torch.tensor([i for i, chunks in enumerate(chunk_lists) for _ in chunks])
+    def forward(self, pixel_values: list[torch.Tensor], text_lists: list[list[str]]) -> list[torch.Tensor]:
+        """The cosine of each image with each of its texts (float32, on the CPU).
+
+        One pass per tower for the whole batch; a text that occurs several times (both cuts
+        of a short caption, or the same caption twice) is encoded once. As in the original
+        script's processor call the texts are padded; a text over CLIP's window (a
+        77-character slice of unusual characters can be) is truncated to it, where the
+        script's CLIP call would have failed.
+        """
+        unique = list(dict.fromkeys(text for texts in text_lists for text in texts))
         tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            unique, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         pixels = torch.stack(pixel_values).to(self.device, dtype=self.dtype)
         image_embeds = _embedding(self.model.get_image_features(pixel_values=pixels))
         text_embeds = _embedding(self.model.get_text_features(**tokens))
         image_embeds = torch.nn.functional.normalize(image_embeds.float(), dim=-1)
         text_embeds = torch.nn.functional.normalize(text_embeds.float(), dim=-1)
-        cosines = (text_embeds * image_embeds[owner.to(self.device)]).sum(dim=-1).cpu()
-        sums = torch.zeros(len(chunk_lists)).index_add_(0, owner, cosines)
-        counts = torch.bincount(owner, minlength=len(chunk_lists)).float()
-        return sums / counts
+        cosines = (image_embeds @ text_embeds.T).cpu()  # (images, distinct texts)
+        column = {text: i for i, text in enumerate(unique)}
+        return [cosines[row, [column[t] for t in texts]] for row, texts in enumerate(text_lists)]
+
+    # -- the whole step --------------------------------------------------------
+    def score(self, pixel_values: list[torch.Tensor], captions: list[str]) -> list[Score]:
+        """Both scores of each caption against its image, for a batch in one pass."""
+        slice_lists = [original_slices(caption) for caption in captions]
+        chunk_lists = [self.chunks(caption) for caption in captions]
+        cosines = self.forward(pixel_values, [s + c for s, c in zip(slice_lists, chunk_lists, strict=True)])
+        return self.postprocess(cosines, slice_lists, chunk_lists)
 
     # -- postprocess ---------------------------------------------------------
-    @staticmethod
-    def postprocess(mean_cosines: torch.Tensor, chunk_lists: list[list[str]]) -> list[Score]:
-        return [
-            Score(score=100.0 * float(c), clipscore=2.5 * max(float(c), 0.0), chunks=len(chunks))
-            for c, chunks in zip(mean_cosines.tolist(), chunk_lists, strict=True)
-        ]
+    def postprocess(
+        self, cosines: list[torch.Tensor], slice_lists: list[list[str]], chunk_lists: list[list[str]]
+    ) -> list[Score]:
+        scores = []
+        for row, slices, chunks in zip(cosines, slice_lists, chunk_lists, strict=True):
+            by_slice, by_chunk = row[: len(slices)], row[len(slices) :]
+            chunk_cosine = float(by_chunk.mean())
+            scores.append(
+                Score(
+                    original=float((self.logit_scale * by_slice).mean()),
+                    sentence_chunks=100.0 * chunk_cosine,
+                    clipscore=2.5 * max(chunk_cosine, 0.0),
+                    slices=len(slices),
+                    chunks=len(chunks),
+                )
+            )
+        return scores
+
+
+def _logit_scale(source: str, model: Any) -> torch.Tensor:
+    """exp(logit_scale) in float32, as the original script's fp32 model had it.
+
+    In bf16 CLIP-L's log(100) rounds to 4.594, which scales every score by 0.989: enough to
+    move images across the threshold. So the checkpoint's own float32 value is read when the
+    model runs in lower precision.
+    """
+    scale = model.logit_scale.detach()
+    if scale.dtype != torch.float32:
+        try:
+            from safetensors import safe_open
+            from transformers.utils import cached_file
+
+            path = cached_file(source, "model.safetensors")
+            if path is not None:
+                with safe_open(path, framework="pt") as weights:
+                    scale = weights.get_tensor("logit_scale")
+        except Exception as exc:  # a sharded or .bin checkpoint: keep the rounded value
+            log.warning(
+                "%s: float32 logit_scale not readable (%s); scores use the %s one", source, exc, scale.dtype
+            )
+    return scale.float().exp().cpu()
 
 
 def _embedding(output: Any) -> torch.Tensor:

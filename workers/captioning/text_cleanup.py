@@ -1,7 +1,8 @@
 """Caption cleanup: whitespace, stock openings, a sentence cut short by the token limit.
 
-Every step only drops characters (or changes one character's case), so entity spans are
-carried over by counting the characters kept before them.
+Every step is opt-in: with none asked for, the caption is returned as it came, which is what
+the original script wrote. Every step only drops characters (or changes one character's
+case), so entity spans are carried over by counting the characters kept before them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ def clean_caption(
     entities: list[Entity],
     *,
     openings: tuple[str, ...] = (),
+    collapse_whitespace: bool = False,
     trim_partial: bool = False,
     truncated: bool = False,
 ) -> tuple[str, list[Entity]]:
+    if not (openings or collapse_whitespace or (trim_partial and truncated)):
+        return text, entities
     keep = [True] * len(text)
     chars = list(text)
-    _collapse_whitespace(chars, keep)
+    if collapse_whitespace:
+        _collapse_whitespace(chars, keep)
     _strip_opening(chars, keep, openings)
     if trim_partial and truncated:
         _trim_partial_sentence(chars, keep)
@@ -71,13 +76,21 @@ def _strip_opening(chars: list[str], keep: list[bool], openings: tuple[str, ...]
     indices = _kept(chars, keep)
     current = "".join(chars[i] for i in indices)
     for opening in sorted(openings, key=len, reverse=True):
-        match = re.match(re.escape(opening) + r"[\s,:;]*", current, flags=re.IGNORECASE)
+        match = re.match(_opening_pattern(opening), current, flags=re.IGNORECASE)
         if match and match.end() < len(current):
             for i in indices[: match.end()]:
                 keep[i] = False
             first = indices[match.end()]
             chars[first] = chars[first].upper()
             return
+
+
+def _opening_pattern(opening: str) -> str:
+    """The opening at the start, its words apart by any whitespace, ending at a word boundary
+    ("The image is" must not take the "is" of "isolates"), with the punctuation after it."""
+    words = r"\s+".join(re.escape(word) for word in opening.split())
+    boundary = r"(?!\w)" if opening[-1:].isalnum() else ""
+    return rf"\s*{words}{boundary}[\s,:;]*"
 
 
 def _trim_partial_sentence(chars: list[str], keep: list[bool]) -> None:

@@ -215,7 +215,8 @@ class Router:
             text = existing if existing.endswith(new) else f"{existing} {new}"
         else:  # prepend
             text = existing if existing.startswith(new) else f"{new} {existing}"
-        atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+        # The caption and nothing else (no newline added), as the original script wrote it.
+        atomic_write_bytes(path, text.encode("utf-8"))
         return text
 
     def _ensure_metadata(self, outcome: Outcome, placement: Placement, result: Result, text: str) -> None:
@@ -242,8 +243,12 @@ class Router:
             "captions": result.captions,
             "truncated": result.truncated,
             "entities": result.entities,
-            "clip_score": result.score,
+            "clip_score": result.score,  # the score compared with the threshold
+            "clip_score_method": result.score_method or None,
+            "clip_score_original": result.score_original,
+            "clip_score_sentence_chunks": result.score_sentence_chunks,
             "clipscore": result.clipscore,
+            "clip_slices": result.slices,
             "clip_chunks": result.chunks,
             "threshold": self.settings.threshold if self.settings.score_enabled else None,
             "outcome": outcome.value,
