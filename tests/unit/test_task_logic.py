@@ -92,7 +92,7 @@ def _result(settings: Settings, rel: str, data: bytes, score: float) -> Result:
 def test_route_result_files_counts_and_frees_the_claim_once(routed_settings: Settings) -> None:
     inflight, router = InFlight.connect(routed_settings), Router(routed_settings)
     result = _result(routed_settings, "a.png", b"aaa", score=10.0)
-    assert inflight.try_add(result.job_id)
+    assert inflight.try_add(result.job_id, result.rel_path)
     routed = route_result(result, router, inflight)
     assert routed.outcome is Outcome.CLIP_FAILED and routed.newly_placed
     assert not inflight.contains(result.job_id)
@@ -105,7 +105,7 @@ def test_route_result_refuses_a_path_out_of_the_roots_and_frees_its_claim(routed
     inflight, router = InFlight.connect(routed_settings), Router(routed_settings)
     sha = "ab" * 32
     escape = Result(job_id="0123abcd", rel_path="../../etc/x.png", content_sha256=sha, ok=True, score=20.0)
-    inflight.try_add(escape.job_id)
+    inflight.try_add(escape.job_id, escape.rel_path)
     with pytest.raises(UnsafePathError):
         route_result(escape, router, inflight)
     assert not inflight.contains(escape.job_id)
