@@ -119,6 +119,8 @@ class Settings:
             raise ConfigError(f"metrics_port (KCAP_METRICS_PORT) must be 0..65535, not {self.metrics_port}")
         if self.visibility_timeout_s < 1:
             raise ConfigError("visibility_timeout_s must be at least 1 second")
+        if self.flower_basic_auth is not None:
+            _check_logins(self.flower_basic_auth)
         for name in ("input_dir", "output_dir", "clip_failed_dir", "errors_dir", "state_dir"):
             value = getattr(self, name)
             if value is not None:
@@ -234,6 +236,19 @@ class Settings:
                 value = "1" if value else "0"
             env[f"KCAP_{f.name.upper()}"] = str(value)
         return env
+
+
+def _check_logins(logins: str) -> None:
+    """Flower splits its login on commas into user:password pairs and compares the header's
+    whole "user:password" text with each: an empty user or password, or a pair without a
+    colon, would let in whoever sends just that text."""
+    for login in logins.split(","):
+        user, colon, password = login.partition(":")
+        if not (user and colon and password):
+            raise ConfigError(
+                "KCAP_FLOWER_BASIC_AUTH must be user:password (several: user:password,user2:password2) "
+                "with neither part empty and no comma in a password"
+            )
 
 
 _TRUE = {"1", "true", "yes", "on"}
