@@ -92,6 +92,9 @@ class Settings:
     queue_prefix: str = ""
     # Redis redelivers a job this long after a worker died holding it.
     visibility_timeout_s: int = 300
+    # A job whose worker died this many times while holding it (OOM kill, segfault) goes to
+    # errors instead of being handed out again (shared.core.attempts).
+    max_worker_deaths: int = 3
     # Flower.
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
@@ -106,7 +109,14 @@ class Settings:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in ("max_new_tokens", "batch_size", "max_in_flight", "max_file_bytes", "max_pixels"):
+        for name in (
+            "max_new_tokens",
+            "batch_size",
+            "max_in_flight",
+            "max_file_bytes",
+            "max_pixels",
+            "max_worker_deaths",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.stable_after_s < 0:
