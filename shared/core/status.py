@@ -151,6 +151,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _one_line(text: str, limit: int = 160) -> str:
-    """A reason as one short line: it came from a message, so it may hold anything."""
-    flat = " ".join(text.split())
+    """A reason as one short printable line: it came from a message, so it may hold anything
+    (a terminal escape included)."""
+    flat = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

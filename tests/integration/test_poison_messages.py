@@ -218,6 +218,7 @@ def test_an_oversized_message_is_refused_before_it_is_decoded_and_its_memory_giv
     assert "restarting" not in stack.procs.logs()
 
 
+@pytest.mark.slow  # two worker kills, restarts and redeliveries: about 40 s
 def test_a_job_whose_worker_dies_again_and_again_goes_to_errors(
     tmp_path: Path, tiny_models: tuple[Path, Path], redis_url: str, procs: Processes
 ) -> None:

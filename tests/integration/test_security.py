@@ -149,15 +149,21 @@ def test_a_pickle_message_is_refused_unexecuted_and_json_jobs_still_run(secured:
     assert secured.procs.started[0].poll() is None
     assert "pickled.png" not in routed_sources(settings)
     assert not canary.exists()
-    # Refused, not parked for redelivery: nothing of it is left in Redis.
+    # Refused, not parked for redelivery: nothing of it is left in the queues, and it is set
+    # aside, still unread (base64 of its pickle bytes), with the reason.
     client = redis_client(str(settings.broker_url))
     try:
         assert client.llen(settings.caption_queue) == 0
         assert not any(
             task_id.encode() in value for value in (raw for _, raw in client.hscan_iter("unacked"))
         )
+        letters = [json.loads(raw) for raw in client.lrange(settings.keys.dead_letters, 0, -1)]
     finally:
         client.close()
+    (letter,) = [letter for letter in letters if letter["id"] == task_id]
+    assert letter["queue"] == settings.caption_queue and letter["body_encoding"] == "base64"
+    assert "untrusted content of type pickle" in letter["reason"]
+    assert not canary.exists()
 
 
 def _escape_result(rel_path: str, data: bytes, *, ok: bool = True) -> Result:

@@ -63,7 +63,6 @@ def test_kcap_status_shows_the_count_and_the_newest_reasons(redis_url: str) -> N
     letters = DeadLetters(client, keys_for(""))
     for n in range(7):
         letters.add(_letter("{}", reason=f"body is an object, not Celery's\n[args] #{n}", queue="caption"))
-    client.close()
     report = collect(Settings(broker_url=redis_url))
     assert report["dead_letters"]["count"] == 7
     assert [n["reason"] for n in report["dead_letters"]["newest"]] == [
@@ -72,6 +71,11 @@ def test_kcap_status_shows_the_count_and_the_newest_reasons(redis_url: str) -> N
     text = render(report)
     assert "set aside   7 message(s)" in text
     assert "caption: body is an object, not Celery's [args] #6" in text  # one line each
+    letters.add(_letter("x", reason="no worker runs \x1b[2J\x1b]0;pwned\x07 " + "y" * 500))
+    text = render(collect(Settings(broker_url=redis_url)))
+    assert "\x1b" not in text and "\x07" not in text and "no worker runs ?[2J?]0;pwned? yyy" in text
+    assert max(len(line) for line in text.splitlines()) < 200
+    client.close()
 
 
 def test_a_start_that_never_ended_counts_as_a_death(redis_url: str, redis_server: EmbeddedRedis) -> None:

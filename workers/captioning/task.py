@@ -45,7 +45,7 @@ def error_result(job: Job, exc: BaseException, *, worker: str, error_class: str 
 
 def died_result(job: Job, deaths: int, *, worker: str) -> Result:
     """The outcome of a job its worker died on `deaths` times: errors, with that reason."""
-    reason = f"worker died {deaths} times on this input"
+    reason = f"worker died {deaths} time{'' if deaths == 1 else 's'} on this input"
     log.error("job %s (%s): %s; sending it to errors without decoding it", job.job_id, job.rel_path, reason)
     return error_result(job, WorkerDiedError(reason), worker=worker, error_class="WorkerDied")
 

@@ -103,7 +103,7 @@ def check_route_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
 def as_error(result: Result, deaths: int) -> Result:
     """A result the route worker died on `deaths` times, as an error: the input still lands
     in errors, with a record saying why, and nothing of the result is written."""
-    reason = f"route worker died {deaths} times on this result"
+    reason = f"route worker died {deaths} time{'' if deaths == 1 else 's'} on this result"
     log.error("job %s (%s): %s; filing it as an error", result.job_id, result.rel_path, reason)
     return Result(
         job_id=result.job_id,
