@@ -33,7 +33,9 @@ MAX_KEPT = 10_000
 @dataclass(frozen=True)
 class DeadLetter:
     """One message set aside. body is its first MAX_BODY_CHARS characters, as text when it
-    was UTF-8 and as base64 otherwise (body_encoding says which)."""
+    was UTF-8 and as base64 otherwise (body_encoding says which). For a queue item that is
+    not a kombu message (task and id None) it is the item itself, re-encoded when it was
+    JSON; for a task that failed, its arguments as [args, kwargs, {}]."""
 
     time: float
     queue: str

@@ -30,13 +30,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from celery import Celery, Task, signals
 from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default as default_strategy
 from kombu.exceptions import DecodeError as KombuDecodeError
 
+from shared.core import guarded_transport
+from shared.core.broker import redis_client
 from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.errors import DecodeError
+from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +216,12 @@ class DeadLetterHook:
         )
         _give_back_memory(message)
 
+    def set_aside_item(self, raw: bytes | str, queue: str, reason: str) -> None:
+        """A queue item that is not even a kombu message (shared.core.guarded_transport)."""
+        self.dead_letters.add(
+            DeadLetter.of(raw, queue=queue, reason=reason, task=None, id=None, worker=self.worker)
+        )
+
     def _rejected(self, sender: Any = None, message: Any = None, exc: Any = None, **_: Any) -> None:
         reason = str(exc) if exc is not None else "not a Celery task message (no task name)"
         self.set_aside(message, reason or type(exc).__name__)
@@ -241,3 +251,14 @@ class DeadLetterHook:
                 worker=self.worker,
             )
         )
+
+
+def guard_worker(settings: Settings, *, worker: str) -> tuple[redis.Redis, DeadLetters]:
+    """Set up a worker process to set aside what it cannot run: Celery's refusals and
+    failures, and queue items that are not kombu messages. Returns its Redis client and
+    dead-letter list, for the task's own use."""
+    client = redis_client(settings.require_broker())
+    dead_letters = DeadLetters(client, settings.keys)
+    hook = DeadLetterHook(dead_letters, worker=worker).connect()
+    guarded_transport.install(hook.set_aside_item)
+    return client, dead_letters

@@ -47,6 +47,8 @@ MAX_FILE_BYTES = 200_000
 JUNK = ["null", "{}", "123", "[1,2]", '"text"', "[[], {}, {}]", "not json at all"]
 NOT_A_JOB = '[[{"kind": "job", "job_id": "zz"}, "route"], {}, {}]'
 NOT_A_RESULT = '[[{"kind": "result", "job_id": "abcdef0123456789"}], {}, {}]'
+# Queue items that are not kombu's JSON envelope at all.
+NOT_ENVELOPES = ["null", "garbage", "[1,2]", '{"body": "x"}', '{"properties": {}}']
 
 
 @dataclass
@@ -127,6 +129,15 @@ def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack
         )
     )
 
+    # Items that are not even kombu messages, pushed straight onto the queues' lists.
+    client = redis_client(stack.url)
+    try:
+        for queue in (settings.caption_queue, settings.route_queue):
+            for raw in NOT_ENVELOPES:
+                client.lpush(queue, raw)
+    finally:
+        client.close()
+
     # Real images queued behind the junk are captioned and routed.
     expected = drop_images(settings, 3, seed=61, prefix="behind-junk-")
     wait_for(
@@ -135,10 +146,11 @@ def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack
         what="the images behind the junk routed",
         logs=stack.procs.tail,
     )
+    expected_letters = len(sent) + 2 * len(NOT_ENVELOPES)
     wait_for(
-        lambda: len(stack.dead_letters()) >= len(sent),
+        lambda: len(stack.dead_letters()) >= expected_letters,
         timeout_s=30,
-        what=f"{len(sent)} dead letters",
+        what=f"{expected_letters} dead letters",
         logs=stack.procs.tail,
     )
     logs = stack.procs.logs()
@@ -158,6 +170,11 @@ def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack
     assert "not a job" in str(by_id[sent[-4][2]]["reason"])
     assert "not a result" in str(by_id[sent[-3][2]]["reason"])
     assert "kcap.nonesuch" in str(by_id[sent[-1][2]]["reason"])
+    # An item that parsed as JSON is kept as kombu parsed it (re-encoded), any other as it came.
+    items = sorted((str(x["queue"]), _same_json(str(x["body"]))) for x in letters if x["id"] is None)
+    queues = (settings.caption_queue, settings.route_queue)
+    assert items == sorted((q, _same_json(raw)) for q in queues for raw in NOT_ENVELOPES)
+    assert all(str(x["reason"]).startswith("not a kombu message") for x in letters if x["id"] is None)
 
     client = redis_client(stack.url)
     try:
@@ -177,6 +194,13 @@ def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack
     newest = report["dead_letters"]["newest"]  # type: ignore[index]
     assert [n["reason"] for n in newest] == [str(letter["reason"]) for letter in letters[: len(newest)]]
     assert 1 <= len(newest) <= 5
+
+
+def _same_json(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text))
+    except ValueError:
+        return text
 
 
 def test_an_oversized_message_is_refused_before_it_is_decoded_and_its_memory_given_back(stack: Stack) -> None:

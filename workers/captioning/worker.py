@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from shared.core.attempts import Attempts
-from shared.core.broker import redis_client
 from shared.core.celery_app import make_app, worker_argv
-from shared.core.dead_letters import DeadLetters
-from shared.core.message_guard import DeadLetterHook, caption_message_limit
+from shared.core.message_guard import caption_message_limit, guard_worker
 from shared.core.metrics import timed_batches
 from shared.core.publisher import CeleryPublisher
 from shared.core.settings import Settings
@@ -27,10 +25,9 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         max_size=settings.batch_size,
         max_wait_s=settings.batch_wait_ms / 1000,
     ).start()
+    client, _ = guard_worker(settings, worker=name)
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
-    client = redis_client(settings.require_broker())
-    DeadLetterHook(DeadLetters(client, settings.keys), worker=name).connect()
     register_caption_task(
         app,
         engine,

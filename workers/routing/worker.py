@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from shared.core.attempts import Attempts
-from shared.core.broker import redis_client
 from shared.core.celery_app import make_app, worker_argv
-from shared.core.dead_letters import DeadLetters
-from shared.core.message_guard import DeadLetterHook
+from shared.core.message_guard import guard_worker
 from shared.core.settings import Settings
 from workers.routing.task import register_route_task
 
 
 def run_route_worker(settings: Settings, *, name: str, concurrency: int = 4) -> None:
+    client, dead_letters = guard_worker(settings, worker=name)
     app = make_app(settings)
-    client = redis_client(settings.require_broker())
-    dead_letters = DeadLetters(client, settings.keys)
-    DeadLetterHook(dead_letters, worker=name).connect()
     register_route_task(
         app,
         settings,
