@@ -35,6 +35,7 @@ def write_broker_file(settings: Settings, url: str) -> Path:
     into place, so no other user can catch it open, even with a permissive umask."""
     path = broker_file(settings)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)  # left by a crashed run that had this pid
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
