@@ -204,17 +204,16 @@ class DeadLetterHook:
     def set_aside(self, message: Any, reason: str) -> None:
         headers = message.headers if isinstance(message.headers, dict) else {}
         delivery = message.delivery_info or {}
-        self.dead_letters.add(
-            DeadLetter.of(
-                message.body,
-                queue=str(delivery.get("routing_key") or delivery.get("exchange") or "?"),
-                reason=reason,
-                task=headers.get("task"),
-                id=headers.get("id"),
-                worker=self.worker,
-            )
+        letter = DeadLetter.of(
+            message.body,
+            queue=str(delivery.get("routing_key") or delivery.get("exchange") or "?"),
+            reason=reason,
+            task=headers.get("task"),
+            id=headers.get("id"),
+            worker=self.worker,
         )
         _give_back_memory(message)
+        self.dead_letters.add(letter)
 
     def set_aside_item(self, raw: bytes | str, queue: str, reason: str) -> None:
         """A queue item that is not even a kombu message (shared.core.guarded_transport)."""
