@@ -103,7 +103,7 @@ def run(out_dir: Path, *, images: int) -> list[Path]:
             return written
         finally:
             procs.stop_all()
-            redis.stop()
+            redis.close()
 
 
 def main(argv: list[str] | None = None) -> int:

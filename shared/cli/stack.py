@@ -9,12 +9,12 @@ from pathlib import Path
 
 from shared.cli.flower import flower_command
 from shared.cli.supervisor import ProcessGroup, kcap_argv
-from shared.core.embedded_redis import EmbeddedRedis
+from shared.core.embedded_redis import EmbeddedRedis, private_folder
 from shared.core.errors import BrokerError, ConfigError
 from shared.core.logs import CONSOLE_LEVEL_ENV, LOG_FILE_ENV
 from shared.core.metrics import port_for
 from shared.core.settings import Settings
-from shared.core.status import broker_file
+from shared.core.status import broker_file, write_broker_file
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,11 @@ def make_folders(settings: Settings) -> None:
         settings.output_dir,
         settings.clip_failed_dir,
         settings.errors_dir,
-        settings.state_dir,
     ):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+    # The embedded Redis's data, socket and URL (with its password) live here.
+    private_folder(settings.state_dir)
 
 
 def log_dir(settings: Settings) -> Path:
@@ -73,9 +74,11 @@ class Stack:
 
     def __enter__(self) -> Stack:
         if not self.settings.broker_url:
+            private_folder(self.settings.state_dir)
+            # One password for the life of the stack: keep_alive restarts this same server.
             self.redis = EmbeddedRedis(self.settings.state_dir / "redis").start()
             self.settings = self.settings.replace(broker_url=self.redis.url)
-            broker_file(self.settings).write_text(self.redis.url + "\n")
+            write_broker_file(self.settings, self.redis.url)
         try:
             port = self.settings.metrics_port
             # Each process serves its own /metrics: the router on the port, workers above it.
@@ -112,5 +115,5 @@ class Stack:
         # Longer than the supervisors give their own children, so they finish warmly first.
         self.group.stop(timeout_s=self.settings.stop_timeout_s + 10)
         if self.redis is not None:
-            self.redis.stop()
+            self.redis.close()
             broker_file(self.settings).unlink(missing_ok=True)

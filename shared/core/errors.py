@@ -33,3 +33,7 @@ class UnsafePathError(KcapError):
 
 class BrokerError(KcapError):
     """The broker (Redis) cannot be reached or started."""
+
+
+class WorkerDiedError(KcapError):
+    """A job's worker died on it too many times (shared.core.attempts): it goes to errors."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.core.broker import redis_client
 from shared.core.outcomes import OUTCOMES, Outcome
 from shared.core.settings import Settings
 
@@ -61,7 +62,7 @@ class InFlight:
 
     @classmethod
     def connect(cls, settings: Settings) -> InFlight:
-        return cls(redis.Redis.from_url(settings.require_broker(), decode_responses=True), settings)
+        return cls(redis_client(settings.require_broker(), decode_responses=True), settings)
 
     def try_add(self, job_id: str, rel_path: str) -> bool:
         """Claim a job; False when it is already in flight (a duplicate event or a restart)."""

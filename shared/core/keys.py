@@ -48,6 +48,20 @@ class Keys:
         """Sorted set of recent completions, for images/s over the last minutes."""
         return f"{self.prefix}done_times"
 
+    @property
+    def dead_letters(self) -> str:
+        """List, newest first: messages set aside, one JSON object each (shared.core.dead_letters)."""
+        return f"{self.prefix}dead_letters"
+
+    @property
+    def dead_letters_total(self) -> str:
+        """Counter: every message ever set aside (the list keeps only the newest)."""
+        return f"{self.prefix}dead_letters:total"
+
+    def attempts(self, queue: str, job_id: str) -> str:
+        """Counter with a TTL: starts of a job on a queue that never ended (shared.core.attempts)."""
+        return f"{self.prefix}attempts:{queue}:{job_id}"
+
 
 def keys_for(queue_prefix: str) -> Keys:
     return Keys(prefix=f"kcap:{queue_prefix}")

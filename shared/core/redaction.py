@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
-# scheme://user:password@host -> scheme://user:***@host; also scheme://:password@host
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?=@)")
+# scheme://user:password@host -> scheme://user:***@host; also scheme://:password@host. The
+# password runs to the last @ before the end of the URL's text (a password may hold @, : or
+# /, as redis-py reads them), so nothing of it shows; over-masking a path is the safe side.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>\S+)(?=@)")
 
 
 def mask_url_passwords(text: str) -> str:

@@ -101,6 +101,9 @@ class Settings:
     queue_prefix: str = ""
     # Redis redelivers a job this long after a worker died holding it.
     visibility_timeout_s: int = 300
+    # A job whose worker died this many times while holding it (OOM kill, segfault) goes to
+    # errors instead of being handed out again (shared.core.attempts).
+    max_worker_deaths: int = 3
     # Flower.
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
@@ -115,7 +118,14 @@ class Settings:
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in ("max_new_tokens", "batch_size", "max_in_flight", "max_file_bytes", "max_pixels"):
+        for name in (
+            "max_new_tokens",
+            "batch_size",
+            "max_in_flight",
+            "max_file_bytes",
+            "max_pixels",
+            "max_worker_deaths",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.stable_after_s < 0:
@@ -128,6 +138,8 @@ class Settings:
             raise ConfigError(f"metrics_port (KCAP_METRICS_PORT) must be 0..65535, not {self.metrics_port}")
         if self.visibility_timeout_s < 1:
             raise ConfigError("visibility_timeout_s must be at least 1 second")
+        if self.flower_basic_auth is not None:
+            _check_logins(self.flower_basic_auth)
         for name in ("input_dir", "output_dir", "clip_failed_dir", "errors_dir", "state_dir"):
             value = getattr(self, name)
             if value is not None:
@@ -251,6 +263,19 @@ class Settings:
                 value = "1" if value else "0"
             env[f"KCAP_{f.name.upper()}"] = str(value)
         return env
+
+
+def _check_logins(logins: str) -> None:
+    """Flower splits its login on commas into user:password pairs and compares the header's
+    whole "user:password" text with each: an empty user or password, or a pair without a
+    colon, would let in whoever sends just that text."""
+    for login in logins.split(","):
+        user, colon, password = login.partition(":")
+        if not (user and colon and password):
+            raise ConfigError(
+                "KCAP_FLOWER_BASIC_AUTH must be user:password (several: user:password,user2:password2) "
+                "with neither part empty and no comma in a password"
+            )
 
 
 _TRUE = {"1", "true", "yes", "on"}

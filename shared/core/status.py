@@ -4,22 +4,47 @@ flight, outcomes, images/s and an ETA. `kcap status` prints it."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from shared.core.broker import redis_client
+from shared.core.dead_letters import DeadLetters
 from shared.core.errors import BrokerError, ConfigError
 from shared.core.inflight import InFlight
 from shared.core.keys import KOMBU_UNACKED, kombu_queue_lists
 from shared.core.redaction import mask_url_passwords
 from shared.core.settings import Settings
 
+# How many of the newest dead letters `kcap status` shows.
+NEWEST_DEAD_LETTERS = 5
+
 
 def broker_file(settings: Settings) -> Path:
     """Where `kcap up`/`kcap run` write the embedded broker's URL, for `kcap status`."""
     return settings.state_dir / "broker_url"
+
+
+def write_broker_file(settings: Settings, url: str) -> Path:
+    """Write the embedded broker's URL (password included) for `kcap status`: readable by
+    this user only. The file is created 0600, never widened and narrowed after, and renamed
+    into place, so no other user can catch it open, even with a permissive umask."""
+    path = broker_file(settings)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)  # left by a crashed run that had this pid
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(url + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def broker_url_for(settings: Settings) -> str:
@@ -62,7 +87,7 @@ def unacked_by_queue(client: redis.Redis) -> Counter[str]:
 def collect(settings: Settings) -> dict[str, Any]:
     """The status as one JSON-ready object."""
     url = broker_url_for(settings)
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = redis_client(url, decode_responses=True)
     try:
         settings = settings.replace(broker_url=url)
         snapshot = InFlight(client, settings).snapshot()
@@ -81,6 +106,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             "routed": snapshot.routed,
             "images_per_s": round(snapshot.images_per_s, 3),
             "eta_s": snapshot.eta_s,
+            "dead_letters": dead_letter_summary(DeadLetters(client, settings.keys)),
         }
     except redis.exceptions.RedisError as exc:
         raise BrokerError(
@@ -89,6 +115,17 @@ def collect(settings: Settings) -> dict[str, Any]:
         ) from None
     finally:
         client.close()
+
+
+def dead_letter_summary(dead_letters: DeadLetters, *, newest: int = NEWEST_DEAD_LETTERS) -> dict[str, Any]:
+    """How many messages were set aside, and the newest few: when, from where, why."""
+    return {
+        "count": dead_letters.total(),
+        "newest": [
+            {key: letter.get(key) for key in ("time", "queue", "task", "id", "reason")}
+            for letter in dead_letters.newest(newest)
+        ],
+    }
 
 
 def render(report: dict[str, Any]) -> str:
@@ -106,4 +143,16 @@ def render(report: dict[str, Any]) -> str:
     )
     eta = "-" if report["eta_s"] is None else f"{report['eta_s']:.0f}s"
     lines.append(f"rate        {report['images_per_s']:.2f} images/s (last minute), ETA {eta}")
+    dead = report["dead_letters"]
+    lines.append(f"set aside   {dead['count']} message(s) no worker can run (dead letters)")
+    for letter in dead["newest"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter["time"]))
+        lines.append(f"            {when} {letter['queue']}: {_one_line(str(letter['reason']))}")
     return "\n".join(lines)
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    """A reason as one short printable line: it came from a message, so it may hold anything
+    (a terminal escape included)."""
+    flat = "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -6,13 +6,18 @@ import hashlib
 import io
 import json
 import time
+import uuid
 from pathlib import Path
 
+from kombu import Connection, Queue
 from PIL import Image
 
+from shared.core.broker import redis_client
 from shared.core.messages import CaptionOptions, Job
 from shared.core.naming import job_id_for
 from shared.core.settings import Settings
+
+__all__ = ["redis_client"]  # re-exported for the tests
 
 
 def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -83,3 +88,33 @@ def records(settings: Settings) -> dict[str, list[dict[str, object]]]:
 
 def routed_sources(settings: Settings) -> list[str]:
     return sorted(str(r["source"]) for group in records(settings).values() for r in group)
+
+
+def publish_raw(url: str, queue: str, body: str, *, task: str, **headers: object) -> str:
+    """Put one message on a queue the way a hostile client would: a well-formed kombu
+    envelope whose JSON body (and headers) are whatever the caller says. Returns its id."""
+    task_id = str(uuid.uuid4())
+    with Connection(url) as connection:
+        connection.Producer().publish(
+            body,
+            routing_key=queue,
+            headers={"lang": "py", "task": task, "id": task_id, **headers},
+            content_type="application/json",
+            content_encoding="utf-8",
+            declare=[Queue(queue)],
+            retry=True,
+        )
+    return task_id
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of pid."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")

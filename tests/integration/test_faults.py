@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from shared.core.broker import redis_client
 from shared.core.celery_app import CAPTION_TASK, make_app
 from shared.core.embedded_redis import EmbeddedRedis, free_port
 from shared.core.messages import Job
@@ -101,7 +101,7 @@ def test_a_producer_restart_mid_backlog_enqueues_nothing_twice(
 ) -> None:
     settings = make_settings(broker_url=redis_url, max_in_flight=4)
     expected = drop_images(settings, 10, seed=51)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     # No workers yet: the producer fills its four in-flight slots and waits.
     first = procs.kcap("watch", settings=settings)
     wait_for(lambda: client.llen(settings.caption_queue) == 4, timeout_s=30, what="4 queued", logs=procs.tail)

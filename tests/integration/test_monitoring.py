@@ -32,7 +32,7 @@ def _drop(settings: Settings, n: int, *, seed: int) -> None:
 
 
 def _flower_is_up(port: int) -> Callable[[], bool]:
-    return lambda: answers(f"http://127.0.0.1:{port}/healthcheck")
+    return lambda: answers(f"http://127.0.0.1:{port}/healthcheck", auth=LOGIN)
 
 
 def test_flower_and_kcap_metrics_count_every_routed_image(
@@ -65,20 +65,24 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     flower_url = f"http://127.0.0.1:{flower_port}"
 
     def flower_counts() -> tuple[float, float]:
-        samples = scrape(f"{flower_url}/metrics")
+        samples = scrape(f"{flower_url}/metrics", auth=LOGIN)
         return (
             value_or_zero(samples, "flower_events_total", task="kcap.caption", type="task-succeeded"),
             value_or_zero(samples, "flower_events_total", task="kcap.route", type="task-succeeded"),
         )
 
     wait_for(lambda: flower_counts() == (5, 5), timeout_s=30, what="Flower's task counts", logs=procs.tail)
-    samples = scrape(f"{flower_url}/metrics")
+    samples = scrape(f"{flower_url}/metrics", auth=LOGIN)
     assert value(samples, "flower_events_total", worker=f"cpu@{HOST}", task="kcap.caption") >= 5
     assert value(samples, "flower_events_total", worker=f"route@{HOST}", task="kcap.route") >= 5
     status, body = http_get(f"{flower_url}/api/workers?refresh=1", auth=LOGIN)
     assert status == 200, body
     assert {f"cpu@{HOST}", f"route@{HOST}"} <= set(json.loads(body))
     assert http_get(f"{flower_url}/api/workers")[0] == 401  # no login, no API
+    # Flower's broker view reads the queues over the same (unix-socket) URL.
+    status, body = http_get(f"{flower_url}/api/queues/length", auth=LOGIN)
+    assert status == 200, body
+    assert {q["name"] for q in json.loads(body)["active_queues"]} >= {"caption", "route"}
     assert LOGIN not in Path(f"/proc/{flower.pid}/cmdline").read_text()
 
     # kcap's own metrics: each worker process serves what it did.
@@ -110,23 +114,30 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
         "route": {"waiting": 0, "held_by_workers": 0},
     }
     assert report["images_per_s"] > 0 and report["eta_s"] == 0.0
-    assert "redis://" in str(report["broker"])
+    assert "://:***@" in str(report["broker"]) and settings.broker_url not in str(report["broker"])
 
 
-def test_flower_off_loopback_refuses_to_start_without_a_login(
-    make_settings: Callable[..., Settings], redis_url: str
-) -> None:
-    settings = make_settings(broker_url=redis_url)
+def _flower_off_loopback(settings: Settings, login: str | None) -> subprocess.CompletedProcess[str]:
+    """`kcap flower` on 0.0.0.0 with this login (None: none at all), as a person starts it."""
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
     env.pop("KCAP_FLOWER_BASIC_AUTH", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", "flower", "--flower-address", "0.0.0.0"],
+    if login is not None:
+        env["KCAP_FLOWER_BASIC_AUTH"] = login
+    argv = ["flower", "--flower-address", "0.0.0.0", "--flower-port", str(free_port())]
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *argv],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_flower_off_loopback_refuses_to_start_without_a_login(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    done = _flower_off_loopback(make_settings(broker_url=redis_url), None)
     assert done.returncode == 2, done.stderr
     assert "refusing to start Flower on 0.0.0.0 without a password" in done.stderr
     assert "KCAP_FLOWER_BASIC_AUTH" in done.stderr
@@ -153,10 +164,28 @@ def test_flower_off_loopback_asks_for_the_login_and_keeps_it_off_the_command_lin
     assert http_get(f"{base}/api/workers")[0] == 401
     assert http_get(f"{base}/", auth="kcap-test:wrong")[0] == 401
     assert http_get(f"{base}/", auth=LOGIN)[0] == 200
+    # Off loopback, Flower's own /metrics and /healthcheck want the login too.
+    for path in ("/metrics", "/healthcheck"):
+        assert http_get(f"{base}{path}")[0] == 401, path
+        assert http_get(f"{base}{path}", auth="kcap-test:wrong")[0] == 401, path
+        assert http_get(f"{base}{path}", auth=LOGIN)[0] == 200, path
+    assert "flower_events_total" in http_get(f"{base}/metrics", auth=LOGIN)[1]
+    assert http_get(f"{base}/healthcheck", auth=LOGIN)[1] == "OK"
+    assert http_get(f"{base}/tasks", auth=LOGIN)[0] == 200  # the dashboard still works
     password = LOGIN.split(":", 1)[1]
     cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes().decode()
     assert "flower" in cmdline and password not in cmdline
     assert password not in procs.logs()
+
+
+@pytest.mark.parametrize("login", [":", "admin:pw,x"])  # every other shape: tests/unit/test_settings.py
+def test_flower_refuses_a_login_with_an_empty_user_or_password(
+    make_settings: Callable[..., Settings], redis_url: str, login: str
+) -> None:
+    done = _flower_off_loopback(make_settings(broker_url=redis_url), login)
+    assert done.returncode == 2, done.stderr
+    assert "KCAP_FLOWER_BASIC_AUTH" in done.stderr and "user:password" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_kcap_status_finds_the_embedded_broker_of_kcap_up(

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from kombu import Connection, Queue
 
+from shared.core.broker import redis_client
 from shared.core.celery_app import CAPTION_TASK, ROUTE_TASK, make_app
 from shared.core.embedded_redis import EmbeddedRedis
 from shared.core.messages import Job, Result
 from shared.core.naming import job_id_for
 from shared.core.settings import Settings
-from tests.conftest import Processes, pipeline_folders, pipeline_settings, require_redis_server, wait_for
+from tests.conftest import Processes, require_redis_server, running_stack, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from workers.tiny.images import tiny_images
 
@@ -75,25 +75,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, P
     base = tmp_path_factory.mktemp("secured")
     password = f"pw-{secrets.token_hex(12)}"
     server = EmbeddedRedis(base / "redis", password=password).start()
-    (base / "logs").mkdir()
-    settings = pipeline_settings(
-        pipeline_folders(base),
-        tiny_models,
-        broker_url=f"redis://:{password}@127.0.0.1:{server.port}/0",
-        max_new_tokens=8,
-        batch_size=2,
-        batch_wait_ms=20,
-        max_file_bytes=MAX_FILE_BYTES,
-    )
-    procs = Processes(base / "logs")
     try:
-        procs.kcap("worker", settings=settings)
-        procs.kcap("router", settings=settings)
-        procs.kcap("watch", settings=settings)
-        yield Secured(settings, procs, password, base)
+        with running_stack(base, tiny_models, server.url, max_file_bytes=MAX_FILE_BYTES) as (settings, procs):
+            yield Secured(settings, procs, password, base)
     finally:
-        procs.stop_all()
-        server.stop()
+        server.close()
 
 
 def _snapshot(root: Path, *, skip: tuple[str, ...]) -> dict[str, tuple[int, int]]:
@@ -163,13 +149,21 @@ def test_a_pickle_message_is_refused_unexecuted_and_json_jobs_still_run(secured:
     assert secured.procs.started[0].poll() is None
     assert "pickled.png" not in routed_sources(settings)
     assert not canary.exists()
-    # Refused, not parked for redelivery: nothing of it is left in Redis.
-    client = redis.Redis.from_url(str(settings.broker_url))
+    # Refused, not parked for redelivery: nothing of it is left in the queues, and it is set
+    # aside, still unread (base64 of its pickle bytes), with the reason.
+    client = redis_client(str(settings.broker_url))
     try:
         assert client.llen(settings.caption_queue) == 0
-        assert not any(task_id.encode() in value for value in client.hvals("unacked"))
+        assert not any(
+            task_id.encode() in value for value in (raw for _, raw in client.hscan_iter("unacked"))
+        )
+        letters = [json.loads(raw) for raw in client.lrange(settings.keys.dead_letters, 0, -1)]
     finally:
         client.close()
+    (letter,) = [letter for letter in letters if letter["id"] == task_id]
+    assert letter["queue"] == settings.caption_queue and letter["body_encoding"] == "base64"
+    assert "untrusted content of type pickle" in letter["reason"]
+    assert not canary.exists()
 
 
 def _escape_result(rel_path: str, data: bytes, *, ok: bool = True) -> Result:
@@ -313,7 +307,7 @@ def test_the_redis_password_works_and_never_reaches_a_log_or_a_sidecar(secured: 
     secured.wait_routed("passworded.png")
     assert any(r["source"] == "passworded.png" for r in records(settings)["output"])
     logs = secured.all_logs()
-    assert "redis://:***@127.0.0.1" in logs or "redis://:**@127.0.0.1" in logs  # it did log the URL
+    assert "redis+socket://:***@/" in logs or "redis+socket://:**@/" in logs  # it did log the URL
     assert secured.password not in logs
     assert secured.password not in repr(settings)
     sidecars = [p for p in secured.base.rglob("*.json") if "redis" not in p.relative_to(secured.base).parts]

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from producer.enqueue import Enqueued, Enqueuer
+from shared.core.broker import redis_client
 from shared.core.inflight import InFlight
 from shared.core.outcomes import Outcome
 from shared.core.publisher import StubPublisher
@@ -33,7 +34,7 @@ def settings(make_settings: Callable[..., Settings], redis_url: str) -> Settings
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url, decode_responses=True)
+    connection = redis_client(redis_url, decode_responses=True)
     yield connection
     connection.close()
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
 
+from shared.core.broker import redis_client
 from shared.core.embedded_redis import free_port
 from shared.core.messages import Result
 from shared.core.naming import job_id_for
@@ -81,7 +81,7 @@ def test_watch_router_status_export_report_and_flower_run_without_torch(
     # The producer reads, hashes and queues a dropped image: a job waits on the caption queue.
     data = image_bytes(tiny_images(1, seed=3)[0])
     (settings.input_dir / "a.png").write_bytes(data)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     wait_for(
         lambda: queue_depth(client, settings.caption_queue) == 1,
         timeout_s=30,

@@ -120,6 +120,13 @@ def test_flower_password_never_in_repr() -> None:
         ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
         ("redis://user:pw@h/0 and amqp://g:g@x//", "redis://user:***@h/0 and amqp://g:***@x//"),
         ("redis://h:6379/0", "redis://h:6379/0"),
+        # A password with @ (or : or /) in it is hidden whole, up to the host.
+        ("redis://:p@ss@h:1/0", "redis://:***@h:1/0"),
+        ("redis://kcap:a@b@c@redis.example:6380/0 x", "redis://kcap:***@redis.example:6380/0 x"),
+        (
+            "redis+socket://:p@w@/tmp/kcap-redis-x/redis.sock",
+            "redis+socket://:***@/tmp/kcap-redis-x/redis.sock",
+        ),
     ],
 )
 def test_mask_url_passwords(text: str, masked: str) -> None:
@@ -139,3 +146,15 @@ def test_prompt_presets_and_several_prompts() -> None:
 def test_caption_extension_is_checked(ext: str) -> None:
     with pytest.raises(ConfigError, match="caption_ext"):
         Settings.build({}, caption_ext=ext)
+
+
+@pytest.mark.parametrize(
+    "login", [":", "admin:", ":secret", "nocolon", "admin:pw,:", "admin:pw,x", "a:b,,c:d"]
+)
+def test_a_flower_login_without_a_user_or_a_password_is_refused(login: str) -> None:
+    with pytest.raises(ConfigError, match="KCAP_FLOWER_BASIC_AUTH"):
+        Settings.build({"KCAP_FLOWER_BASIC_AUTH": login})
+    assert (
+        Settings.build({"KCAP_FLOWER_BASIC_AUTH": "admin:p@ss:word"}).flower_basic_auth == "admin:p@ss:word"
+    )
+    assert Settings.build({"KCAP_FLOWER_BASIC_AUTH": "a:1,b:2"}).flower_basic_auth == "a:1,b:2"

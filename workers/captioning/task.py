@@ -1,7 +1,9 @@
 """`kcap.caption`: decode, wait for the batch, send the result to the job's route queue.
 
 The logic is caption_job, a plain function over an Engine and a Batcher; the Celery task
-around it decodes the message, sends the result and retries a failed batch.
+around it counts the job's starts (a job its worker died on too often goes to errors
+unread), sends the result and retries a failed batch. A message that is not a job never
+reaches it: the task's GuardedStrategy sets it aside (shared.core.message_guard).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any
 
 from celery import Celery, Task
 
+from shared.core.attempts import Attempts
 from shared.core.celery_app import CAPTION_TASK
-from shared.core.errors import BadImageError, DecodeError
+from shared.core.errors import BadImageError, DecodeError, WorkerDiedError
+from shared.core.message_guard import GuardedStrategy
 from shared.core.messages import CaptionOptions, Job, Result
 from shared.core.publisher import Publisher
 from workers.captioning.batcher import Batcher
@@ -26,17 +30,35 @@ log = logging.getLogger(__name__)
 CAPTION_RETRIES = 3
 
 
-def error_result(job: Job, exc: BaseException, *, worker: str) -> Result:
+def error_result(job: Job, exc: BaseException, *, worker: str, error_class: str | None = None) -> Result:
     return Result(
         job_id=job.job_id,
         rel_path=job.rel_path,
         content_sha256=job.content_sha256,
         ok=False,
         error_reason=str(exc) or type(exc).__name__,
-        error_class=type(exc).__name__,
+        error_class=error_class or type(exc).__name__,
         worker=worker,
         enqueued_at=job.enqueued_at,
     )
+
+
+def died_result(job: Job, deaths: int, *, worker: str) -> Result:
+    """The outcome of a job its worker died on `deaths` times: errors, with that reason."""
+    reason = f"worker died {deaths} time{'' if deaths == 1 else 's'} on this input"
+    log.error("job %s (%s): %s; sending it to errors without decoding it", job.job_id, job.rel_path, reason)
+    return error_result(job, WorkerDiedError(reason), worker=worker, error_class="WorkerDied")
+
+
+def check_caption_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """A caption message's arguments are a job and a reply queue (GuardedStrategy's check)."""
+    job_data, reply_queue = args
+    try:
+        Job.from_dict(job_data)
+    except DecodeError as exc:
+        raise DecodeError(f"not a job: {exc}", payload=exc.payload) from exc
+    if not isinstance(reply_queue, str) or not reply_queue:
+        raise ValueError("the reply queue must be a queue name")
 
 
 def prepare_or_explain(job: Job, engine: Engine, *, worker: str) -> Prepared | Result:
@@ -131,24 +153,34 @@ def register_caption_task(
     publisher: Publisher,
     *,
     worker: str,
+    attempts: Attempts,
+    max_worker_deaths: int,
+    max_message_bytes: int,
 ) -> Task:
-    @app.task(name=CAPTION_TASK, bind=True, max_retries=CAPTION_RETRIES)
+    strategy = GuardedStrategy(max_bytes=max_message_bytes, check=check_caption_arguments)
+
+    @app.task(name=CAPTION_TASK, bind=True, max_retries=CAPTION_RETRIES, Strategy=strategy)
     def caption(self: Task, job_data: dict[str, Any], reply_queue: str) -> None:
+        job = Job.from_dict(job_data)  # GuardedStrategy let through only jobs
+        deaths = attempts.start(job.job_id)
         try:
-            job = Job.from_dict(job_data)
-        except DecodeError as exc:
-            log.error("dropping a caption message that is not a job: %s (payload %.200r)", exc, exc.payload)
-            return
+            if deaths >= max_worker_deaths:
+                result = died_result(job, deaths, worker=worker)
+            else:
+                result = caption_or_retry(self, job)
+            publisher.send_result(result, queue=reply_queue)
+        finally:
+            attempts.end(job.job_id)  # this attempt ended here, whichever way: not a death
+
+    def caption_or_retry(task: Task, job: Job) -> Result:
         try:
-            result = caption_job(job, engine, batcher, worker=worker)
+            return caption_job(job, engine, batcher, worker=worker)
         except Exception as exc:
-            attempt = self.request.retries + 1
+            attempt = task.request.retries + 1
             if attempt > CAPTION_RETRIES:
                 log.error("job %s: giving up after %d attempts: %r", job.job_id, attempt, exc)
-                result = error_result(job, exc, worker=worker)
-            else:
-                log.warning("job %s: attempt %d failed (%r); retrying", job.job_id, attempt, exc)
-                raise self.retry(exc=exc, countdown=2**attempt) from exc
-        publisher.send_result(result, queue=reply_queue)
+                return error_result(job, exc, worker=worker)
+            log.warning("job %s: attempt %d failed (%r); retrying", job.job_id, attempt, exc)
+            raise task.retry(exc=exc, countdown=2**attempt) from exc
 
     return caption

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from shared.core.attempts import Attempts
 from shared.core.celery_app import make_app, worker_argv
+from shared.core.message_guard import caption_message_limit, guard_worker
 from shared.core.metrics import timed_batches
 from shared.core.publisher import CeleryPublisher
 from shared.core.settings import Settings
@@ -23,9 +25,19 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         max_size=settings.batch_size,
         max_wait_s=settings.batch_wait_ms / 1000,
     ).start()
+    client, _ = guard_worker(settings, worker=name)
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
-    register_caption_task(app, engine, batcher, publisher, worker=name)
+    register_caption_task(
+        app,
+        engine,
+        batcher,
+        publisher,
+        worker=name,
+        attempts=Attempts(client, settings.keys, settings.caption_queue),
+        max_worker_deaths=settings.max_worker_deaths,
+        max_message_bytes=caption_message_limit(settings.max_file_bytes),
+    )
     try:
         app.worker_main(worker_argv(settings.caption_queue, concurrency=2 * settings.batch_size, name=name))
     finally:

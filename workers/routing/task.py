@@ -1,8 +1,11 @@
 """`kcap.route`: file one result. The logic is route_result, a plain function; the Celery
-task around it only decodes the message and turns an I/O error into a delayed retry."""
+task around it turns an I/O error into a delayed retry, sets a refused path aside, and files
+as an error a result that the route worker died on too often. A message that is not a
+result never reaches it: the task's GuardedStrategy sets it aside (shared.core.message_guard)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -10,9 +13,12 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
+from shared.core.attempts import Attempts
 from shared.core.celery_app import ROUTE_TASK
+from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.errors import DecodeError, UnsafePathError
 from shared.core.inflight import InFlight
+from shared.core.message_guard import ROUTE_MESSAGE_LIMIT_BYTES, GuardedStrategy
 from shared.core.messages import Result
 from shared.core.metrics import observe_routed
 from shared.core.outcomes import Outcome
@@ -86,24 +92,68 @@ def retry_delay_s(attempt: int, *, visibility_timeout_s: int) -> int:
     return max(1, min(2 ** min(attempt, 8), visibility_timeout_s // 2))
 
 
-def register_route_task(app: Celery, settings: Settings) -> Task:
+def check_route_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """A route message's one argument is a result (GuardedStrategy's check)."""
+    try:
+        Result.from_dict(args[0])
+    except DecodeError as exc:
+        raise DecodeError(f"not a result: {exc}", payload=exc.payload) from exc
+
+
+def as_error(result: Result, deaths: int) -> Result:
+    """A result the route worker died on `deaths` times, as an error: the input still lands
+    in errors, with a record saying why, and nothing of the result is written."""
+    reason = f"route worker died {deaths} time{'' if deaths == 1 else 's'} on this result"
+    log.error("job %s (%s): %s; filing it as an error", result.job_id, result.rel_path, reason)
+    return Result(
+        job_id=result.job_id,
+        rel_path=result.rel_path,
+        content_sha256=result.content_sha256,
+        ok=False,
+        error_reason=reason,
+        error_class="WorkerDied",
+        worker=result.worker,
+        enqueued_at=result.enqueued_at,
+    )
+
+
+def register_route_task(
+    app: Celery, settings: Settings, *, dead_letters: DeadLetters, attempts: Attempts, worker: str
+) -> Task:
     router = Router(settings)
     inflight = InFlight.connect(settings)
+    strategy = GuardedStrategy(max_bytes=ROUTE_MESSAGE_LIMIT_BYTES, check=check_route_arguments)
 
-    @app.task(name=ROUTE_TASK, bind=True, max_retries=None)
+    @app.task(name=ROUTE_TASK, bind=True, max_retries=None, Strategy=strategy)
     def route(self: Task, result_data: dict[str, Any]) -> str:
+        result = Result.from_dict(result_data)  # GuardedStrategy let through only results
+        deaths = attempts.start(result.job_id)
         try:
-            result = Result.from_dict(result_data)
-        except DecodeError as exc:
-            log.error("dropping a route message that is not a result: %s (payload %.200r)", exc, exc.payload)
-            return REJECTED
+            if deaths >= settings.max_worker_deaths:
+                result = as_error(result, deaths)
+            return route_or_retry(self, result, result_data)
+        finally:
+            attempts.end(result.job_id)
+
+    def route_or_retry(task: Task, result: Result, result_data: dict[str, Any]) -> str:
         try:
             routed = route_result(result, router, inflight)
         except UnsafePathError as exc:
             log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
+            request = task.request
+            dead_letters.add(
+                DeadLetter.of(
+                    json.dumps([[result_data], {}, {}]),
+                    queue=str((request.delivery_info or {}).get("routing_key") or settings.route_queue),
+                    reason=f"refused path {result.rel_path!r}: {exc}",
+                    task=ROUTE_TASK,
+                    id=request.id,
+                    worker=worker,
+                )
+            )
             return REJECTED
         except OSError as exc:
-            attempt = self.request.retries + 1
+            attempt = task.request.retries + 1
             delay = retry_delay_s(attempt, visibility_timeout_s=settings.visibility_timeout_s)
             log.error(
                 "job %s: cannot write its files (%s: %s); attempt %d, retrying in %ds; "
@@ -114,7 +164,7 @@ def register_route_task(app: Celery, settings: Settings) -> Task:
                 attempt,
                 delay,
             )
-            raise self.retry(exc=exc, countdown=delay) from exc
+            raise task.retry(exc=exc, countdown=delay) from exc
         return routed.outcome.value if routed.outcome else "skipped"
 
     return route
