@@ -26,6 +26,7 @@ KCAP_COMMANDS = (
     # kombu's unacknowledged messages; kcap's outcome counters, `kcap status`
     "hset",
     "hget",
+    "hmget",  # kcap's in-flight paths, read in one call
     "hdel",
     "hgetall",
     "hscan",
