@@ -17,7 +17,7 @@ from producer.scan import find_done, find_done_by_stat
 from shared.core.errors import UnsafePathError
 from shared.core.inflight import InFlight
 from shared.core.messages import Job, Result
-from shared.core.naming import inside, job_id_for, links_outside, sha256_file
+from shared.core.naming import inside, job_id_for, links_outside, sha256_file, sidecar_name_refusal
 from shared.core.publisher import Publisher
 from shared.core.settings import Settings
 
@@ -142,6 +142,9 @@ class Enqueuer:
         return Enqueued(Offer.QUEUED, job_id)
 
     def _refusal(self, path: Path, size: int) -> str:
+        sidecar = sidecar_name_refusal(path.name, caption_ext=self.settings.caption_ext)
+        if sidecar:
+            return sidecar
         if self._links_outside(path):
             return (
                 f"symlink to {os.path.realpath(path)}, outside the input folder "

@@ -18,6 +18,7 @@ from producer.stability import StabilityGate
 from producer.watcher import start_observer
 from shared.core.celery_app import make_app
 from shared.core.inflight import InFlight
+from shared.core.leftovers import sweep_leftovers
 from shared.core.publisher import CeleryPublisher, Publisher
 from shared.core.settings import Settings
 
@@ -50,12 +51,21 @@ class Producer:
         self._stop.set()
 
     def scan(self, folder: Path | None = None) -> int:
-        """Put every candidate under folder (default: the root) through the gate; how many."""
+        """Put every candidate under folder (default: the root) through the gate; how many.
+
+        A full scan (at start and at each reconcile) also sweeps kcap's abandoned temp files
+        out of the destination folders.
+        """
+        if folder is None:
+            sweep_leftovers(self._destinations())
         count = 0
         for path in self.filter.walk(folder):
             self.gate.touch(path)
             count += 1
         return count
+
+    def _destinations(self) -> list[Path | None]:
+        return [self.settings.output_dir, self.settings.clip_failed_dir, self.settings.errors_dir]
 
     def _scan_dir(self, folder: Path) -> None:
         """A folder moved or made inside the root brings files that had no events of their own."""

@@ -104,6 +104,7 @@ def pipeline_settings(
         "stable_after_s": 0.3,
         "visibility_timeout_s": 30,
         "reconcile_every_s": 3600.0,
+        "bad_image_settle_s": 1.0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

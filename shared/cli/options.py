@@ -67,6 +67,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--batch-size",), "batch_size", {"type": int, "help": "images per batch (16)"}),
     (("--batch-wait-ms",), "batch_wait_ms", {"type": int, "help": "longest wait to fill a batch (50)"}),
     (("--stable-after-s",), "stable_after_s", {"type": float, "help": "seconds a file must be still (1.0)"}),
+    (
+        ("--bad-image-settle-s",),
+        "bad_image_settle_s",
+        {"type": float, "help": "file an undecodable image only after it was still this long (30)"},
+    ),
     (("--max-in-flight",), "max_in_flight", {"type": int, "help": "cap on queued jobs (256)"}),
     (("--reconcile-every-s",), "reconcile_every_s", {"type": float, "help": "rescan period (60)"}),
     (
@@ -77,6 +82,16 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--poll-interval-s",), "poll_interval_s", {"type": float, "help": "polling observer period (1.0)"}),
     (("--max-file-bytes",), "max_file_bytes", {"type": int, "help": "largest input file (64 MiB)"}),
     (("--max-pixels",), "max_pixels", {"type": int, "help": "largest image in pixels (100M)"}),
+    (
+        ("--max-aspect-ratio",),
+        "max_aspect_ratio",
+        {"type": float, "help": "refuse images wider or taller than this ratio (50; 0 = no cap)"},
+    ),
+    (
+        ("--pixel-budget",),
+        "pixel_budget",
+        {"type": int, "help": "pixels decoded at once per worker (0 = --max-pixels)"},
+    ),
     (("--queue-prefix",), "queue_prefix", {"help": "prefix of queue names, one per kcap instance"}),
     (("--visibility-timeout-s",), "visibility_timeout_s", {"type": int, "help": "redelivery delay (300)"}),
     (

@@ -23,6 +23,9 @@ CAPTION_EXT = ".txt"
 RECORD_EXT = ".json"
 ERROR_EXT = ".error.json"
 TEMP_PREFIX = ".kcap-tmp-"
+# Set-aside copies of inputs that changed while copied (kcap before 0.4; swept like temps).
+STALE_PREFIX = ".kcap-stale-"
+METADATA_NAME = "metadata.jsonl"
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -134,6 +137,25 @@ def candidate_error_placements(
         reason = dest_dir / f"{name}{ERROR_EXT}"
         placements.append(Placement(image=dest_dir / name, caption=reason, record=reason))
     return placements
+
+
+def sidecar_name_refusal(file_name: str, *, caption_ext: str = CAPTION_EXT) -> str:
+    """Why an image may not keep this name in kcap's folders, or "" when it may.
+
+    The producer sniffs content, so image bytes can arrive as ``shot.txt``, ``photo.json``
+    or ``metadata.jsonl``: names kcap writes itself. Filed as they are, such an image would be
+    read back as a caption, overwritten by its own record, or clobber the dataset file.
+    """
+    suffix = suffix_of(file_name).lower()
+    written = {caption_ext.lower(): "captions", RECORD_EXT: "records", ".jsonl": "the dataset file"}
+    if file_name.lower() == METADATA_NAME or suffix in written:
+        what = written.get(suffix, "the dataset file")
+        return (
+            f"image bytes under the name {file_name!r}, a kind of name kcap writes for {what} "
+            f"({suffix or file_name}); rename it with its image extension (for example .png) "
+            "and drop it in again"
+        )
+    return ""
 
 
 def is_ignored_name(name: str) -> bool:

@@ -87,6 +87,9 @@ class Settings:
     compile: bool = False
     # Producer.
     stable_after_s: float = 1.0
+    # An image that fails to decode is filed in errors only once its file has been still this
+    # long: a writer that pauses longer than stable_after_s must not get errors for its parts.
+    bad_image_settle_s: float = 30.0
     max_in_flight: int = 256
     polling: bool = False
     poll_interval_s: float = 1.0
@@ -97,6 +100,11 @@ class Settings:
     # Caps so that one input cannot exhaust a worker's memory.
     max_file_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 100_000_000
+    # Wider or taller than this is refused (0: no cap): the processors scale the short side
+    # to 224, so a 1x65000 image would become 14.5 M pixels wide.
+    max_aspect_ratio: float = 50.0
+    # Pixels decoded and preprocessed at once per worker process (0: max_pixels).
+    pixel_budget: int = 0
     # Queues: a distinct prefix lets several kcap instances share one Redis.
     queue_prefix: str = ""
     # Redis redelivers a job this long after a worker died holding it.
@@ -128,8 +136,10 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.batch_wait_ms < 0 or self.stable_after_s < 0:
-            raise ConfigError("batch_wait_ms and stable_after_s cannot be negative")
+        if self.max_aspect_ratio < 0 or self.pixel_budget < 0:
+            raise ConfigError("max_aspect_ratio and pixel_budget cannot be negative (0 turns them off)")
+        if self.batch_wait_ms < 0 or self.stable_after_s < 0 or self.bad_image_settle_s < 0:
+            raise ConfigError("batch_wait_ms, stable_after_s and bad_image_settle_s cannot be negative")
         if not self.caption_ext.startswith(".") or "/" in self.caption_ext or self.caption_ext == ".json":
             raise ConfigError(f"caption_ext must look like .txt or .caption, not {self.caption_ext!r}")
         if self.num_beams < 1 or self.no_repeat_ngram_size < 0 or self.repetition_penalty <= 0:

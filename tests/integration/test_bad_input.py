@@ -27,7 +27,7 @@ from shared.core.publisher import StubPublisher
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
-from tests.unit.test_decode import declared_png, exif_rotated_jpeg, truncated_jpeg
+from tests.unit.test_decode import declared_png, exif_rotated_jpeg, tall_png, truncated_jpeg
 from workers.tiny.images import tiny_images
 
 UNICODE_NAME = "café ünï 日本 with  spaces.png"
@@ -38,6 +38,7 @@ REFUSED = {
     "truncated.jpg": "truncated",
     "notes.jpg": "not an image",
     "bomb.png": "KCAP_MAX_PIXELS",
+    "tall.png": "aspect ratio of 65000:1",
     "escape.jpg": "outside the input folder",
 }
 # Hidden, temporary and partial files: never inputs, never routed.
@@ -93,6 +94,9 @@ def test_a_mixed_folder_of_bad_and_odd_files_each_gets_one_defined_outcome(
         "truncated.jpg": truncated_jpeg(),
         "notes.jpg": b"meeting notes, not a picture\n",
         "bomb.png": declared_png(40_000, 40_000),  # 1.6 G pixels declared in under 200 bytes
+        # A real 1x65000 PNG of about 200 bytes, under the pixel cap: the processors would
+        # scale it to 224 x 14.5 M pixels and the worker would be OOM-killed in a loop.
+        "tall.png": tall_png(),
     }
     for rel, data in {**valid, **refused}.items():
         (inbox / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,25 @@ def test_a_bomb_far_over_pillows_own_limit_still_names_our_cap() -> None:
         decode_image(declared_png(60_000, 60_000), max_pixels=CAP)
 
 
+def tall_png(width: int = 1, height: int = 65_000) -> bytes:
+    """A real, fully decodable PNG of one column: a few hundred bytes."""
+    return encode(Image.new("L", (width, height), 7))
+
+
+def test_a_tiny_tall_png_is_refused_for_its_aspect_ratio_before_decoding() -> None:
+    data = tall_png()
+    assert len(data) < 400
+    with pytest.raises(BadImageError, match=r"1x65000, an aspect ratio of 65000:1, over the cap of 50:1"):
+        decode_image(data, max_pixels=CAP, max_aspect_ratio=50)
+    with pytest.raises(BadImageError, match="KCAP_MAX_ASPECT_RATIO"):
+        decode_image(tall_png(65_000, 1), max_pixels=CAP, max_aspect_ratio=50)
+
+
+def test_the_aspect_ratio_cap_admits_a_panorama_and_can_be_turned_off() -> None:
+    assert decode_image(tall_png(1000, 20), max_pixels=CAP, max_aspect_ratio=50).size == (1000, 20)
+    assert decode_image(tall_png(1, 3000), max_pixels=CAP, max_aspect_ratio=0).size == (1, 3000)
+
+
 def test_the_pixel_cap_is_ours_to_set() -> None:
     small = encode(Image.new("RGB", (20, 20), "red"))
     with pytest.raises(BadImageError, match="400 pixels, over the cap of 399"):

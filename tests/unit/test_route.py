@@ -23,6 +23,7 @@ def roots(tmp_path: Path) -> Settings:
         clip_failed_dir=tmp_path / "failed",
         errors_dir=tmp_path / "errors",
         threshold=15.0,
+        bad_image_settle_s=0.0,  # tests/unit/test_hostile_names.py covers the wait
     )
 
 

@@ -6,9 +6,11 @@ parsing them becomes a BadImageError: the job is then routed to errors, never lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import warnings
+from collections.abc import Iterator
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -17,24 +19,54 @@ from shared.core.errors import BadImageError
 _limit_lock = threading.Lock()
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+def decode_image(data: bytes, *, max_pixels: int, max_aspect_ratio: float = 0.0) -> Image.Image:
     """Decode, take the first frame, turn by EXIF, composite alpha onto white, convert to RGB."""
+    return load_image(open_image(data, max_pixels=max_pixels, max_aspect_ratio=max_aspect_ratio))
+
+
+def open_image(data: bytes, *, max_pixels: int, max_aspect_ratio: float = 0.0) -> Image.Image:
+    """Read the header only and apply the caps; the pixels are not decoded yet.
+
+    A max_aspect_ratio of 0 turns that cap off. It exists because the processors scale the
+    *shortest* side to 224: a 1x65000 PNG of 205 bytes becomes 224x14.5M pixels, gigabytes.
+    """
     if not data:
         raise BadImageError("empty file (0 bytes)")
     _follow_pillow_limit(max_pixels)
-    try:
+    with _decoding_errors(max_pixels):
         with warnings.catch_warnings():
             # Pillow's own bomb warning fires at a fixed size; our cap below is the rule.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise _over_cap(width, height, max_pixels)
-            if width < 1 or height < 1:
-                raise BadImageError(f"image has no pixels ({width}x{height})")
-            image.seek(0)  # animated GIF/WebP: the first frame
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise _over_cap(width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise BadImageError(f"image has no pixels ({width}x{height})")
+        ratio = max(width, height) / min(width, height)
+        if max_aspect_ratio and ratio > max_aspect_ratio:
+            raise BadImageError(
+                f"image is {width}x{height}, an aspect ratio of {ratio:.0f}:1, over the cap of "
+                f"{max_aspect_ratio:g}:1 (the models scale its short side to 224 pixels; raise "
+                "KCAP_MAX_ASPECT_RATIO to accept it)"
+            )
+        return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an opened image into an upright RGB image."""
+    with _decoding_errors(Image.MAX_IMAGE_PIXELS or 0), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image.seek(0)  # animated GIF/WebP: the first frame
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+
+
+@contextlib.contextmanager
+def _decoding_errors(max_pixels: int) -> Iterator[None]:
+    """Every failure Pillow can raise on hostile bytes, as a BadImageError with a reason."""
+    try:
+        yield
     except BadImageError:
         raise
     except Image.DecompressionBombError as exc:

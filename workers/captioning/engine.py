@@ -17,8 +17,10 @@ import torch
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
-from workers.captioning.decode import decode_image
+from workers.captioning.decode import load_image, open_image
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
+from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
+from workers.captioning.pixel_budget import PixelBudget
 from workers.captioning.scorer import Score, Scorer
 from workers.captioning.text_cleanup import clean_caption
 
@@ -84,10 +86,16 @@ class Engine:
         load_scorer: Callable[[], Scorer],
         *,
         max_pixels: int,
+        max_aspect_ratio: float = 0.0,
+        pixel_budget: int | None = None,
         scorer: Scorer | None = None,
     ) -> None:
         self.captioner = captioner
         self.max_pixels = max_pixels
+        self.max_aspect_ratio = max_aspect_ratio
+        # By default one image of the largest size allowed is prepared at a time, or many
+        # smaller ones side by side.
+        self.pixels = PixelBudget(pixel_budget or max_pixels)
         self._load_scorer = load_scorer
         self._scorer = scorer
         self._scorer_lock = threading.Lock()
@@ -113,7 +121,13 @@ class Engine:
         def load_scorer() -> Scorer:
             return Scorer(settings.clip_model, device=device, dtype=dtype)
 
-        engine = cls(captioner, load_scorer, max_pixels=settings.max_pixels)
+        engine = cls(
+            captioner,
+            load_scorer,
+            max_pixels=settings.max_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            pixel_budget=settings.pixel_budget,
+        )
         if eager_scorer:
             engine.scorer()
         log.info(
@@ -141,15 +155,23 @@ class Engine:
     def prepare(self, job: Job) -> Prepared:
         """Decode and preprocess; raises BadImageError for an unusable image."""
         started = time.perf_counter()
-        image = decode_image(job.image_bytes(), max_pixels=self.max_pixels)
-        caption_pixels = self.captioner.preprocess(image)
-        clip_pixels = self.scorer().preprocess(image) if job.options.score else None
+        opened = open_image(
+            job.image_bytes(), max_pixels=self.max_pixels, max_aspect_ratio=self.max_aspect_ratio
+        )
+        with self.pixels.hold(opened.width * opened.height):
+            image = load_image(opened)
+            caption_pixels = self.captioner.preprocess(image)
+            clip_pixels = self.scorer().preprocess(image) if job.options.score else None
+            width, height = image.size
+            del opened, image
+        if width * height >= TRIM_AFTER_PIXELS:
+            release_freed_memory()
         return Prepared(
             job_id=job.job_id,
             caption_pixels=caption_pixels,
             clip_pixels=clip_pixels,
-            width=image.width,
-            height=image.height,
+            width=width,
+            height=height,
             decode_s=time.perf_counter() - started,
         )
 

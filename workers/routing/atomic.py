@@ -36,8 +36,12 @@ def atomic_write_json(target: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def atomic_copy(reader: BinaryIO, target: Path) -> str:
-    """Copy an open source into target atomically; returns the sha256 of the bytes copied."""
+def atomic_copy(reader: BinaryIO, target: Path, *, expect_sha256: str | None = None) -> str:
+    """Copy an open source into target atomically; returns the sha256 of the bytes copied.
+
+    With expect_sha256, bytes that differ (the source changed after it was read) never reach
+    target: the temp copy is removed, so no stray copy is left in a dataset folder.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(target)
     digest = hashlib.sha256()
@@ -46,6 +50,8 @@ def atomic_copy(reader: BinaryIO, target: Path) -> str:
             while block := reader.read(_CHUNK):
                 digest.update(block)
                 writer.write(block)
+            if expect_sha256 is not None and digest.hexdigest() != expect_sha256:
+                return digest.hexdigest()
             writer.flush()
             os.fsync(writer.fileno())
         os.replace(temp, target)

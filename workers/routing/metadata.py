@@ -14,9 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from shared.core.naming import METADATA_NAME
+
 log = logging.getLogger(__name__)
 
-FILE_NAME = "metadata.jsonl"
+FILE_NAME = METADATA_NAME
 
 
 class MetadataLog:

@@ -8,7 +8,7 @@ finds its own record and stops; a half-finished one is completed. Moving the inp
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.core.errors import ConfigError
+from shared.core.leftovers import sweep_leftovers
 from shared.core.messages import Result
 from shared.core.naming import (
     Placement,
@@ -28,6 +29,7 @@ from shared.core.naming import (
     links_outside,
     safe_relpath,
     sha256_file,
+    sidecar_name_refusal,
 )
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
@@ -38,6 +40,19 @@ from workers.routing.metadata import MetadataLog
 log = logging.getLogger(__name__)
 
 OUTPUT, CLIP_FAILED, ERRORS = Outcome.OUTPUT, Outcome.CLIP_FAILED, Outcome.ERRORS
+
+
+# A decode failure of a file that was still being written is not a bad image: such results
+# wait until the input has been still this long, then are filed, or dropped if it changed.
+UNSETTLED_ERROR_CLASSES = frozenset({"BadImageError"})
+
+
+class InputNotSettled(Exception):
+    """The input of a failed decode changed too recently to call it bad; route it later."""
+
+    def __init__(self, job_id: str, wait_s: float) -> None:
+        super().__init__(f"job {job_id}: its input changed {wait_s:.1f}s too recently to be filed as bad")
+        self.wait_s = wait_s
 
 
 @dataclass(frozen=True)
@@ -68,19 +83,31 @@ class Router:
         # one step, or a.jpg and a.png routed at once would both take the stem "a".
         self._placing = threading.Lock()
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
+        # A route worker killed mid-write left temp files; a start is the moment to clear them.
+        sweep_leftovers(self.roots.values())
 
     def outcome_for(self, result: Result) -> Outcome:
-        if not result.ok:
+        if not result.ok or self._sidecar_refusal(result):
             return ERRORS
         if not self.settings.score_enabled or result.score is None:
             return OUTPUT
         return OUTPUT if result.score >= self.settings.threshold else CLIP_FAILED
 
+    def _sidecar_refusal(self, result: Result) -> str:
+        return sidecar_name_refusal(
+            PurePosixPath(result.rel_path).name, caption_ext=self.settings.caption_ext
+        )
+
     def route(self, result: Result) -> Routed:
         """File one result. Raises UnsafePathError for a path that leaves the roots."""
+        if result.ok and (refusal := self._sidecar_refusal(result)):
+            # The producer refuses such names; a result from elsewhere is held to the same rule.
+            result = dataclasses.replace(result, ok=False, error_reason=refusal, error_class="Refused")
         rel = safe_relpath(result.rel_path)
         source = inside(self.input_dir, result.rel_path)
         outcome = self.outcome_for(result)
+        if outcome == ERRORS and result.error_class in UNSETTLED_ERROR_CLASSES:
+            self._require_settled(source, result)
         dest_dir = self._dest_dir(outcome, rel)
         if outcome == ERRORS:
             candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
@@ -111,6 +138,19 @@ class Router:
         if self.settings.input_mode == "move":
             self._remove_source(source, result)
         return Routed(outcome, placement, newly_placed=True)
+
+    def _require_settled(self, source: Path, result: Result) -> None:
+        """A slow writer that pauses longer than --stable-after-s gets its half-written file
+        read and refused as truncated. Filing waits until the input has been still for
+        --bad-image-settle-s: by then a resumed write has changed it (the copy check below
+        then drops this job; the new bytes have their own) or it is truly bad."""
+        try:
+            changed_s_ago = time.time() - os.stat(source).st_mtime
+        except OSError:
+            return  # gone or unreadable: filed as it is
+        wait_s = self.settings.bad_image_settle_s - changed_s_ago
+        if wait_s > 0:
+            raise InputNotSettled(result.job_id, wait_s)
 
     # -- choosing ------------------------------------------------------------
     def _dest_dir(self, outcome: Outcome, rel: PurePosixPath) -> Path:
@@ -171,7 +211,7 @@ class Router:
             before = _stat_of(os.fstat(reader.fileno()))
             # Errors from here on are on the destination side (disk full, read-only): the
             # route task retries them later.
-            copied = atomic_copy(reader, target)
+            copied = atomic_copy(reader, target, expect_sha256=result.content_sha256)
             after = _stat_of(os.fstat(reader.fileno()))
         if copied != result.content_sha256:
             # The file was replaced after it was read; its new content has its own job.
@@ -180,7 +220,6 @@ class Router:
                 result.job_id,
                 result.rel_path,
             )
-            _set_aside(target)
             return False, {}
         return True, (before if before == after else {})
 
@@ -281,9 +320,3 @@ class Router:
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
     return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
-
-
-def _set_aside(target: Path) -> None:
-    """A copy that turned out to hold other bytes is renamed away, never silently kept or lost."""
-    with contextlib.suppress(OSError):
-        os.replace(target, target.with_name(f".kcap-stale-{int(time.time())}-{target.name}"))

@@ -23,7 +23,7 @@ from shared.core.messages import Result
 from shared.core.metrics import observe_routed
 from shared.core.outcomes import Outcome
 from shared.core.settings import Settings
-from workers.routing.router import Routed, Router
+from workers.routing.router import InputNotSettled, Routed, Router
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ def register_route_task(
                 )
             )
             return REJECTED
+        except InputNotSettled as exc:
+            log.info("%s; routing it again in %.1fs", exc, exc.wait_s)
+            raise task.retry(exc=exc, countdown=max(0.1, exc.wait_s), max_retries=None) from exc
         except OSError as exc:
             attempt = task.request.retries + 1
             delay = retry_delay_s(attempt, visibility_timeout_s=settings.visibility_timeout_s)
