@@ -74,9 +74,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
+from tests.soak.hostile import (  # noqa: E402  (after the path fix, when run as a file)
+    SOAK_MAX_PIXELS,
+    dead_letters_total,
+    hostile_files,
+    push_poison,
+    unauthenticated_successes,
+)
+
+HOSTILE_KINDS = ("tall", "near-cap", "sidecar", "pause")
 FOLDERS = ("", "", "", "alpha", "beta", "beta/deep", "gamma/one/two", "delta", "epsilon/x")
 SIZES = ((16, 16), (48, 32), (64, 48), (200, 150), (333, 222), (640, 480), (1024, 768))
 
@@ -88,7 +100,7 @@ class Drop:
 
     rel: str
     data: bytes
-    kind: str  # good | bad | slow | dup
+    kind: str  # good | bad | slow | dup, or a hostile kind: tall | near-cap | sidecar | pause
     bad: bool = False
 
 
@@ -137,6 +149,8 @@ def plan(n: int, rng: random.Random) -> list[Action]:
         drops.append(
             Drop(f"{folder}/bad_{bad_names[which]}_{i:04d}.jpg".lstrip("/"), bad_bytes[which], "bad", True)
         )
+    for hostile in hostile_files(max(8, round(n * 0.02))):
+        drops.append(Drop(hostile.rel, hostile.data, hostile.kind, hostile.bad))
     rng.shuffle(drops)
     # Duplicates: the same bytes under another name, placed after their original.
     actions = [Action("drop", d) for d in drops]
@@ -205,7 +219,9 @@ def _alive(pid: int) -> bool:
 def _ping(url: str) -> bool:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    from shared.core.broker import redis_client
+
+    client = redis_client(url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         return bool(client.ping())
     except redis.exceptions.RedisError:
@@ -298,6 +314,9 @@ class Soak:
         self.log_path = self.work / "kcap-up.log"
         self.kcap: subprocess.Popen[bytes] | None = None
         self.our_redis: object = None  # EmbeddedRedis we started after the restart
+        self.unauthenticated: list[str] = []
+        self.poison_pushed = 0
+        self.dead_letters = 0
         self.dropped: dict[str, Drop] = {}
         self.written: set[str] = set()  # rel paths whose writes have finished
         self.lock = threading.Lock()
@@ -333,6 +352,14 @@ class Soak:
         except OSError:
             return ""
 
+    def all_logs(self) -> str:
+        """kcap up's console (warnings) and its log files (every line, one per role)."""
+        texts = [self.log_tail_since(0)]
+        for path in sorted((self.state / "logs").glob("*.log")):
+            with contextlib.suppress(OSError):
+                texts.append(path.read_text(encoding="utf-8", errors="replace"))
+        return "\n".join(texts)
+
     def log_size(self) -> int:
         try:
             return self.log_path.stat().st_size
@@ -363,6 +390,7 @@ class Soak:
             "KCAP_MAX_IN_FLIGHT": str(a.max_in_flight),
             "KCAP_STALE_CLAIM_S": str(a.stale_claim_s),
             "KCAP_GPUS": a.gpus,
+            "KCAP_MAX_PIXELS": str(SOAK_MAX_PIXELS),
             "KCAP_LOG_LEVEL": "INFO",
         }
 
@@ -420,7 +448,7 @@ class Soak:
                 return False
             url = self.broker_url()
             workers = self.workers()
-            if url and workers and "watching" in self.log_tail_since(0):
+            if url and workers and "watching" in self.all_logs():
                 self.say(f"stack up: broker {url}, {len(workers)} caption worker process(es)")
                 return True
             time.sleep(0.5)
@@ -454,6 +482,18 @@ class Soak:
                 handle.flush()
                 time.sleep(pause)
 
+    def write_pausing(self, drop: Drop) -> None:
+        """A writer that stops longer than the stability wait: kcap reads its parts, and
+        must file none of them as a bad image."""
+        path = self.inbox / drop.rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        step = max(1, -(-len(drop.data) // 3))
+        with path.open("wb") as handle:
+            for start in range(0, len(drop.data), step):
+                handle.write(drop.data[start : start + step])
+                handle.flush()
+                time.sleep(self.args.stable_after_s * 1.6)
+
     def _finish(self, drop: Drop) -> None:
         with self.lock:
             self.written.add(drop.rel)
@@ -478,8 +518,9 @@ class Soak:
                             continue  # two plans picked the same name: keep the first
                         self.dropped[drop.rel] = drop
                     self.counts[f"dropped {drop.kind}"] += 1
-                    if drop.kind == "slow":
-                        future = pool.submit(self.write_slowly, drop)
+                    if drop.kind in ("slow", "pause"):
+                        writer = self.write_slowly if drop.kind == "slow" else self.write_pausing
+                        future = pool.submit(writer, drop)
                         future.add_done_callback(lambda _f, d=drop: self._finish(d))
                     else:
                         self.write_now(drop)
@@ -517,6 +558,18 @@ class Soak:
         self.event(f"SIGKILL caption worker pid {pid}")
         self.pending_kill = (pid, time.monotonic())
 
+    def kill_the_router(self) -> None:
+        """SIGKILL the route worker mid-write: its temp files must be swept, nothing lost."""
+        assert self.kcap is not None
+        routers = [pid for pid, _, cmd in descendants(self.kcap.pid) if "router-process" in cmd]
+        if not routers:
+            self.event("router kill: no route worker process found; skipped")
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(routers[0], signal.SIGKILL)
+        self.counts["router kills"] += 1
+        self.event(f"SIGKILL route worker pid {routers[0]}")
+
     def check_respawn(self) -> None:
         """Time from the last kill until a new worker process runs (the supervisor's back-off)."""
         if self.pending_kill is None:
@@ -539,12 +592,12 @@ class Soak:
             self.event(f"redis restart: no embedded redis-server found (url {url}, pids {pids})")
             self.findings.append("could not find kcap up's redis-server to restart")
             return
-        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        port = urlsplit(url).port  # None: kcap up's unix socket
         sig = signal.SIGKILL if self.args.redis_signal == "KILL" else signal.SIGTERM
         offset = self.log_size()
         os.kill(pids[0], sig)
         self.counts["redis restarts"] += 1
-        self.event(f"{sig.name} to kcap up's redis-server pid {pids[0]} (port {port})")
+        self.event(f"{sig.name} to kcap up's redis-server pid {pids[0]} ({port or 'unix socket'})")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _ping(url):
             time.sleep(0.1)
@@ -582,15 +635,18 @@ class Soak:
             )
         if came_back:
             return
-        server = EmbeddedRedis(self.state / "redis", port=port)
+        # The same data folder, password and (hence) socket path or port as kcap up's.
+        server = EmbeddedRedis(
+            self.state / "redis", port=port, password=unquote(urlsplit(url).password or "")
+        )
         try:
             server.start(timeout_s=30)
         except Exception as exc:
-            self.event(f"could not restart redis on port {port}: {exc}")
-            self.findings.append(f"soak could not restart redis on port {port}: {exc}")
+            self.event(f"could not restart redis ({port or 'unix socket'}): {exc}")
+            self.findings.append(f"soak could not restart redis ({port or 'unix socket'}): {exc}")
             return
         self.our_redis = server
-        self.event(f"redis-server restarted by the soak on port {port} over {self.state / 'redis'}")
+        self.event(f"redis-server restarted by the soak at {server.where()} over {self.state / 'redis'}")
 
     # -- the run ----------------------------------------------------------------------------
     def accounted(self) -> tuple[int, Tally]:
@@ -618,6 +674,12 @@ class Soak:
         dropper.start()
         self.next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
         redis_done = a.no_redis_restart
+        url = self.broker_url() or ""
+        self.unauthenticated = unauthenticated_successes(url)
+        self.event(
+            f"a local client without the password tried Redis: {self.unauthenticated or 'all refused'}"
+        )
+        poisoned = router_killed = False
         next_report = 0.0
         accounted = 0
         while time.monotonic() < chaos_end:
@@ -634,6 +696,13 @@ class Soak:
             if not a.no_kills and now >= self.next_kill and self.pending_kill is None:
                 self.kill_a_worker()
                 self.next_kill = time.monotonic() + self.rng.uniform(a.kill_min_s, a.kill_max_s)
+            if not poisoned and accounted >= n_inputs * 0.1:
+                poisoned = True
+                self.poison_pushed = push_poison(self.broker_url() or url, ("caption", "route"))
+                self.event(f"pushed {self.poison_pushed} poison messages onto both queues")
+            if not router_killed and not a.no_kills and accounted >= n_inputs * 0.5:
+                router_killed = True
+                self.kill_the_router()
             if not redis_done and accounted >= n_inputs * a.redis_restart_at:
                 redis_done = True
                 self.restart_redis()
@@ -664,6 +733,10 @@ class Soak:
         time.sleep(a.settle_s)
         final = read_roots(self.roots, full=True)
         self.inflight_left = self.count_inflight()
+        try:
+            self.dead_letters = dead_letters_total(self.broker_url() or "", "kcap:dead_letters:total")
+        except Exception as exc:  # the table says it could not be read
+            self.findings.append(f"could not read the dead-letter count: {exc}")
         self.stop_kcap()
         return self.report(final)
 
@@ -671,10 +744,12 @@ class Soak:
         """In-flight claims still held in Redis once everything is routed (should be 0)."""
         import redis
 
+        from shared.core.broker import redis_client
+
         url = self.broker_url()
         if not url:
             return "?"
-        client = redis.Redis.from_url(url, socket_timeout=5)
+        client = redis_client(url, socket_timeout=5)
         try:
             return int(client.zcard("kcap:inflight"))
         except redis.exceptions.RedisError as exc:
@@ -763,7 +838,12 @@ class Soak:
             ("temp files left", len(tally.temps)),
             ("inputs deleted or changed", len(missing)),
             ("in-flight claims left", self.inflight_left),
+            ("  of which hostile files", sum(d.kind in HOSTILE_KINDS for d in dropped.values())),
+            ("poison messages pushed", self.poison_pushed),
+            ("dead letters (all)", self.dead_letters),
+            ("unauthenticated commands run", len(self.unauthenticated)),
             ("worker kills", self.counts["worker kills"]),
+            ("route worker kills", self.counts["router kills"]),
             ("kills skipped (no worker)", self.counts["kills skipped (no worker alive)"]),
             ("redis restarts", self.counts["redis restarts"]),
             ("wall time", f"{wall:.0f} s ({wall / 60:.1f} min)"),
@@ -780,7 +860,7 @@ class Soak:
             print(f"seconds from each kill to a new worker process: {gaps}")
         if self.pending_kill is not None:
             print(f"no worker process came back after the last kill (pid {self.pending_kill[0]})")
-        text = self.log_tail_since(0)
+        text = self.all_logs()
         signals = {
             k: text.count(k)
             for k in (
@@ -812,7 +892,24 @@ class Soak:
             print("findings:")
             for line in self.findings:
                 print(f"  - {line}")
-        failed = bool(lost or doubled or missing)
+        hostile_misrouted = [m for m in misrouted if dropped[m.split(" -> ")[0]].kind in HOSTILE_KINDS]
+        left_overs = tally.temps + tally.stale
+        failed = bool(
+            lost
+            or doubled
+            or missing
+            or hostile_misrouted
+            or left_overs
+            or self.unauthenticated
+            or self.dead_letters < self.poison_pushed
+        )
+        for title, items in (
+            ("hostile files misrouted", hostile_misrouted),
+            ("left-overs", left_overs),
+            ("unauthenticated", self.unauthenticated),
+        ):
+            if items:
+                print(f"{title} ({len(items)}): {', '.join(items[:20])}")
         if failed or self.args.keep:
             print(f"work folder kept: {self.work}")
         else:

@@ -1,0 +1,129 @@
+"""The soak's hostile cases (issue 10), mixed into its normal traffic.
+
+- files: tiny extreme-aspect PNGs and images just under the pixel cap, image bytes under
+  names kcap writes (`.txt`, `.json`, `metadata.jsonl`), and writers that pause longer than
+  the stability wait;
+- messages: junk that is valid JSON but no Celery message, and bytes that are not JSON, on
+  both queues; each must land in the dead-letter list and stop nothing;
+- neighbours: a local client without the password (and one with a wrong one) trying the
+  embedded Redis; every command it sends must be refused.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+# The soak sets KCAP_MAX_PIXELS to this, so that "near the cap" stays cheap on a CPU.
+SOAK_MAX_PIXELS = 4_000_000
+
+POISON_BODIES = (b"null", b"{}", b"123", b"[1, 2]", b"\xff\xfe not json", b'{"body": "x"}')
+
+
+@dataclass(frozen=True)
+class HostileFile:
+    rel: str
+    data: bytes
+    kind: str  # tall | near-cap | sidecar | pause
+    bad: bool  # must end in errors
+
+
+def _png(size: tuple[int, int], colour: int = 90) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _photo_like(size: tuple[int, int], seed: int) -> bytes:
+    from PIL import Image
+
+    noise = Image.effect_noise((size[0] // 8, size[1] // 8), 40 + seed % 30).convert("RGB")
+    buffer = io.BytesIO()
+    noise.resize(size, Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def hostile_files(n: int) -> list[HostileFile]:
+    """About n hostile files, a few of each kind."""
+    files: list[HostileFile] = []
+    per_kind = max(1, n // 4)
+    for i in range(per_kind):
+        size = (1, 65_000) if i % 2 == 0 else (65_000, 1)
+        files.append(HostileFile(f"hostile/tall_{i:03d}.png", _png(size, i), "tall", True))
+        side = int(SOAK_MAX_PIXELS**0.5) - 1 - i
+        files.append(
+            HostileFile(f"hostile/nearcap_{i:03d}.jpg", _photo_like((side, side), i), "near-cap", False)
+        )
+        name = ("shot_{i:03d}.txt", "photo_{i:03d}.json", "metadata.jsonl", "other_{i:03d}.jsonl")[i % 4]
+        folder = "hostile" if i % 4 != 2 else f"hostile/sub_{i:03d}"
+        files.append(HostileFile(f"{folder}/{name.format(i=i)}", _png((32, 32), 30 + i), "sidecar", True))
+        files.append(HostileFile(f"hostile/pause_{i:03d}.bmp", _bmp(i), "pause", False))
+    return files
+
+
+def _bmp(seed: int) -> bytes:
+    from PIL import Image
+
+    image = Image.effect_noise((160, 120), 30 + seed).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "BMP")  # uncompressed: a cut anywhere is a truncated image
+    return buffer.getvalue()
+
+
+def push_poison(url: str, queues: tuple[str, ...]) -> int:
+    """Push every poison body onto each queue; returns how many were pushed."""
+    from shared.core.broker import redis_client
+
+    client = redis_client(url, socket_timeout=5)
+    try:
+        for queue in queues:
+            for body in POISON_BODIES:
+                client.lpush(queue, body)
+    finally:
+        client.close()
+    return len(queues) * len(POISON_BODIES)
+
+
+def dead_letters_total(url: str, key: str) -> int:
+    from shared.core.broker import redis_client
+
+    client = redis_client(url, socket_timeout=5)
+    try:
+        return int(client.get(key) or 0)
+    finally:
+        client.close()
+
+
+def unauthenticated_successes(url: str) -> list[str]:
+    """What a local neighbour without the password got to do: must be nothing."""
+    import redis
+
+    from shared.core.broker import redis_client
+
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    done: list[str] = []
+    tries = (
+        ("no password", f"redis+socket://{path}"),
+        ("a wrong password", f"redis+socket://:wrong-{parts.password or ''}@{path}"),
+    )
+    for who, attempt in tries:
+        client = redis_client(attempt, socket_timeout=2, socket_connect_timeout=2)
+        for name, command in (
+            ("PING", lambda c: c.ping()),
+            ("CONFIG SET dir", lambda c: c.config_set("dir", "/tmp")),
+            ("LPUSH route", lambda c: c.lpush("route", "forged")),
+            ("KEYS", lambda c: c.keys("*")),
+        ):
+            try:
+                command(client)
+            except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError):
+                continue  # refused: as it must be
+            except (redis.exceptions.ConnectionError, OSError):
+                continue  # could not even connect (the socket is 0700)
+            done.append(f"{who}: {name}")
+        client.close()
+    return done
