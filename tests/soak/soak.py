@@ -449,7 +449,10 @@ class Soak:
             url = self.broker_url()
             workers = self.workers()
             if url and workers and "watching" in self.all_logs():
-                self.say(f"stack up: broker {url}, {len(workers)} caption worker process(es)")
+                from shared.core.redaction import mask_url_passwords
+
+                shown = mask_url_passwords(url)
+                self.say(f"stack up: broker {shown}, {len(workers)} caption worker process(es)")
                 return True
             time.sleep(0.5)
         self.say(f"the stack did not come up within {timeout_s:.0f}s")
