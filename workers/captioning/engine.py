@@ -21,6 +21,7 @@ from workers.captioning.decode import load_image, open_image
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
+from workers.captioning.presize import presize
 from workers.captioning.scorer import Score, Scorer
 from workers.captioning.text_cleanup import clean_caption
 
@@ -160,8 +161,14 @@ class Engine:
         )
         with self.pixels.hold(opened.width * opened.height):
             image = load_image(opened)
-            caption_pixels = self.captioner.preprocess(image)
-            clip_pixels = self.scorer().preprocess(image) if job.options.score else None
+            processors = [self.captioner.processor.image_processor]
+            if job.options.score:
+                processors.append(self.scorer().processor.image_processor)
+            # Each processor's resize done once, up front: bit-identical pixel values.
+            shrunk = presize(image, processors)
+            caption_pixels = self.captioner.preprocess(shrunk[0])
+            clip_pixels = self.scorer().preprocess(shrunk[1]) if job.options.score else None
+            del shrunk
             width, height = image.size
             del opened, image
         if width * height >= TRIM_AFTER_PIXELS:
