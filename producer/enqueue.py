@@ -89,10 +89,10 @@ class Enqueuer:
         age = self.inflight.age(job_id)
         if age is None:  # only a new claim needs room: a claimed job already holds its slot
             if wait:
-                self._wait_for_room()
-            elif self.inflight.size() >= self.settings.max_in_flight:
+                self._wait_for_room(len(data))
+            elif not self._has_room(len(data)):
                 return Enqueued(Offer.NO_ROOM, job_id)
-            if not self.inflight.try_add(job_id, rel_path):
+            if not self.inflight.try_add(job_id, rel_path, size=len(data)):
                 age = self.inflight.age(job_id) or 0.0  # claimed meanwhile (a duplicate event)
         if age is not None and job_id not in self._unsent:
             if age < self.settings.stale_claim_s:
@@ -181,16 +181,26 @@ class Enqueuer:
         )
         self.publisher.send_result(result, queue=self.settings.route_queue)
 
-    def _wait_for_room(self) -> None:
-        """Back-pressure: a backlog of a million files never floods Redis.
+    def _has_room(self, size: int) -> bool:
+        """Room under both caps: --max-in-flight jobs and --max-in-flight-bytes of images.
+
+        A file larger than the byte cap goes alone, once nothing else is in flight.
+        """
+        if self.inflight.size() >= self.settings.max_in_flight:
+            return False
+        held = self.inflight.bytes_in_flight()
+        return held == 0 or held + size <= self.settings.max_in_flight_bytes
+
+    def _wait_for_room(self, size: int) -> None:
+        """Back-pressure: a backlog of a million files never floods Redis, in count or bytes.
 
         Lost jobs hold slots that nothing else frees: while waiting, every claim older than
         --stale-claim-s is sent again from its file, so a cap full of lost jobs drains.
         """
         delay = 0.05
-        while self.inflight.size() >= self.settings.max_in_flight:
+        while not self._has_room(size):
             self._resend_stale()
-            if self.inflight.size() < self.settings.max_in_flight:
+            if self._has_room(size):
                 return
             time.sleep(delay)
             delay = min(delay * 2, 1.0)

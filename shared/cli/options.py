@@ -73,6 +73,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         {"type": float, "help": "file an undecodable image only after it was still this long (30)"},
     ),
     (("--max-in-flight",), "max_in_flight", {"type": int, "help": "cap on queued jobs (256)"}),
+    (
+        ("--max-in-flight-bytes",),
+        "max_in_flight_bytes",
+        {"type": int, "help": "cap on the input bytes of queued jobs (512 MiB)"},
+    ),
     (("--reconcile-every-s",), "reconcile_every_s", {"type": float, "help": "rescan period (60)"}),
     (
         ("--stale-claim-s",),
@@ -110,6 +115,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--trim-partial", "trim_partial", True, "cut a last sentence that the token limit cut short"),
     ("--collapse-whitespace", "collapse_whitespace", True, "make runs of spaces and line breaks one space"),
     ("--compile", "compile", True, "torch.compile the caption model at worker start"),
+    ("--fast-decode", "fast_decode", True, "decode JPEG photos at a reduced scale (faster, other pixels)"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Jobs in flight, kept in Redis so the cap and the dedupe survive a producer restart.
 
-A sorted set maps job id -> time enqueued, and a hash job id -> the input's relative path.
+A sorted set maps job id -> time enqueued, a hash job id -> the input's relative path, and
+another job id -> the input's size (the cap on bytes in flight).
 The producer adds a job before publishing it and waits while the set is full; the route task
 removes it once the image is placed. A claim that stays far too long marks a lost job: its
 path tells the producer which file to send again.
@@ -57,6 +58,7 @@ class InFlight:
         keys = settings.keys
         self._key = keys.inflight
         self._paths = keys.inflight_paths
+        self._bytes = keys.inflight_bytes
         self._counts = keys.counts
         self._done_times = keys.done_times
 
@@ -64,19 +66,25 @@ class InFlight:
     def connect(cls, settings: Settings) -> InFlight:
         return cls(redis_client(settings.require_broker(), decode_responses=True), settings)
 
-    def try_add(self, job_id: str, rel_path: str) -> bool:
+    def try_add(self, job_id: str, rel_path: str, *, size: int = 0) -> bool:
         """Claim a job; False when it is already in flight (a duplicate event or a restart)."""
         pipe = self._redis.pipeline()
         pipe.zadd(self._key, {job_id: time.time()}, nx=True)
         pipe.hset(self._paths, job_id, rel_path)  # a job id is made from its path: never two
-        added, _ = pipe.execute()
+        pipe.hset(self._bytes, job_id, size)
+        added, _, _ = pipe.execute()
         return bool(added)
 
     def discard(self, job_id: str) -> None:
         pipe = self._redis.pipeline()
         pipe.zrem(self._key, job_id)
         pipe.hdel(self._paths, job_id)
+        pipe.hdel(self._bytes, job_id)
         pipe.execute()
+
+    def bytes_in_flight(self) -> int:
+        """The input bytes of the jobs in flight (a job's message carries its image)."""
+        return sum(int(size) for size in self._redis.hgetall(self._bytes).values())
 
     def contains(self, job_id: str) -> bool:
         return self._redis.zscore(self._key, job_id) is not None
@@ -112,6 +120,7 @@ class InFlight:
         pipe = self._redis.pipeline()
         pipe.zrem(self._key, job_id)
         pipe.hdel(self._paths, job_id)
+        pipe.hdel(self._bytes, job_id)
         pipe.hincrby(self._counts, outcome.value, 1)
         pipe.zadd(self._done_times, {f"{job_id}:{now}": now})
         pipe.zremrangebyscore(self._done_times, 0, now - _KEEP_DONE_TIMES_S)

@@ -39,6 +39,11 @@ class Keys:
         return f"{self.prefix}inflight_paths"
 
     @property
+    def inflight_bytes(self) -> str:
+        """Hash: job id -> its input's size in bytes, for the cap on bytes in flight."""
+        return f"{self.prefix}inflight_bytes"
+
+    @property
     def counts(self) -> str:
         """Hash: outcome -> images routed there."""
         return f"{self.prefix}counts"

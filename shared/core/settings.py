@@ -91,6 +91,9 @@ class Settings:
     # long: a writer that pauses longer than stable_after_s must not get errors for its parts.
     bad_image_settle_s: float = 30.0
     max_in_flight: int = 256
+    # ...and at most this many bytes of input files: jobs carry their image, so 256 jobs of
+    # 24 MP photos would hold over 2 GB in Redis. A larger single file still goes, alone.
+    max_in_flight_bytes: int = 512 * 1024 * 1024
     polling: bool = False
     poll_interval_s: float = 1.0
     reconcile_every_s: float = 60.0
@@ -105,6 +108,9 @@ class Settings:
     max_aspect_ratio: float = 50.0
     # Pixels decoded and preprocessed at once per worker process (0: max_pixels).
     pixel_budget: int = 0
+    # Decode JPEGs at a reduced scale (DCT scaling, short side >= 448): several times cheaper
+    # on photos, slightly other pixels than the original script's, so off by default.
+    fast_decode: bool = False
     # Queues: a distinct prefix lets several kcap instances share one Redis.
     queue_prefix: str = ""
     # Redis redelivers a job this long after a worker died holding it.
@@ -130,6 +136,7 @@ class Settings:
             "max_new_tokens",
             "batch_size",
             "max_in_flight",
+            "max_in_flight_bytes",
             "max_file_bytes",
             "max_pixels",
             "max_worker_deaths",

@@ -80,6 +80,7 @@ def models(workdir: Path) -> dict[str, Path]:
         "clip": workdir / "models" / "clip-tiny",
         "kosmos224": workdir / "models" / "kosmos2-tiny224",
         "clip224": workdir / "models" / "clip-tiny224",
+        "kosmos_small": workdir / "models" / "kosmos2-small",
     }
 
 
@@ -88,7 +89,7 @@ def prepare(workdir: Path, plan: HostPlan) -> None:
     from workers.tiny.kosmos2 import build_kosmos2
 
     paths = models(workdir)
-    for name, preset in (("kosmos", "tiny"), ("kosmos224", "tiny224")):
+    for name, preset in (("kosmos", "tiny"), ("kosmos224", "tiny224"), ("kosmos_small", "small")):
         if not (paths[name] / "config.json").exists():
             build_kosmos2(paths[name], preset=preset)
     for name, preset in (("clip", "tiny"), ("clip224", "tiny224")):
@@ -140,7 +141,7 @@ def part_p(workdir: Path, plan: HostPlan) -> dict[str, Any]:
 
 def part_r(workdir: Path, plan: HostPlan) -> dict[str, Any]:
     from tests.benchmarks.cpu_e2e import kcap_run_once
-    from tests.benchmarks.host_decode import kcap_prepare, original_prepare
+    from tests.benchmarks.host_decode import fast_decode_agreement, kcap_prepare, original_prepare
 
     paths = models(workdir)
     settings = _settings(paths["kosmos224"], paths["clip224"])
@@ -149,17 +150,30 @@ def part_r(workdir: Path, plan: HostPlan) -> dict[str, Any]:
     )
     original = original_prepare(files, paths["kosmos224"], paths["clip224"], settings.prompts[0])
     kcap = kcap_prepare(files, settings)
+    kcap_fast = kcap_prepare(files, settings.replace(fast_decode=True))
+    jpegs = [f for f in files if f.suffix == ".jpg"]
+    agreement = fast_decode_agreement(jpegs, paths["kosmos_small"], paths["clip224"])
     twelve = [f for f in files if f.name.startswith("p12") and f.suffix == ".jpg"][: plan.e2e_photos]
     small = small_pngs(workdir / "small", plan.images)[: len(twelve)]
     e2e = plan.e2e_plan(len(twelve))
     runs = {
         "photos": kcap_run_once(workdir / "r" / "photos", paths["kosmos224"], paths["clip224"], twelve, e2e),
         "small": kcap_run_once(workdir / "r" / "small", paths["kosmos224"], paths["clip224"], small, e2e),
+        "photos_fast": kcap_run_once(
+            workdir / "r" / "photos-fast",
+            paths["kosmos224"],
+            paths["clip224"],
+            twelve,
+            e2e,
+            extra_env={"KCAP_FAST_DECODE": "1"},
+        ),
     }
     original_12 = [sum(original["per_file"][f.name].values()) for f in twelve]
     return {
         "original": original,
         "kcap": kcap,
+        "kcap_fast": kcap_fast,
+        "agreement": agreement,
         "e2e": {k: _drop_captions(v) for k, v in runs.items()},
         "e2e_counts": {k: v["counts"] for k, v in runs.items()},
         "original_12mp_mean_ms": sum(original_12) / len(original_12),
@@ -253,9 +267,10 @@ def render(results: dict[str, dict[str, Any]], plan: HostPlan) -> tuple[str, lis
     r = results.get("r")
     if r is not None:
         lines += _photo_lines(r)
-        counts = r["e2e_counts"]["photos"]
-        if counts["errors"] or counts["output"] + counts["clip_failed"] != plan.e2e_photos:
-            problems.append(f"(r) kcap run over photos routed {counts}")
+        for run_name in ("photos", "photos_fast"):
+            counts = r["e2e_counts"][run_name]
+            if counts["errors"] or counts["output"] + counts["clip_failed"] != plan.e2e_photos:
+                problems.append(f"(r) kcap run over {run_name} routed {counts}")
     s = results.get("s")
     if s is not None:
         disk, slow = s["disk"], s["slow"]
@@ -282,19 +297,29 @@ def _photo_lines(r: dict[str, Any]) -> list[str]:
     ]
     for kind, parts in r["original"]["by_kind"].items():
         kcap_ms = r["kcap"]["by_kind"][kind]["total"]
+        fast_ms = r["kcap_fast"]["by_kind"][kind]["total"]
         split = f"decode {parts['decode']:.0f}, kosmos {parts['kosmos']:.0f}, clip {parts['clip']:.0f}"
         lines.append(
             f"    {kind}: original {parts['all']:.0f} ({split}); "
-            f"kcap Engine.prepare {kcap_ms:.0f} ({kcap_ms / parts['all']:.2f}x)"
+            f"kcap Engine.prepare {kcap_ms:.0f} ({kcap_ms / parts['all']:.2f}x), "
+            f"--fast-decode {fast_ms:.0f} ({fast_ms / parts['all']:.2f}x)"
         )
-    photos_run, small_run = r["e2e"]["photos"], r["e2e"]["small"]
-    added_ms = _per_image_ms(photos_run["cpu_s"] - small_run["cpu_s"], photos_run["files"])
-    ratio = added_ms / r["original_12mp_mean_ms"]
-    steady = photos_run["phases"].get("first_to_last_routed_s") or photos_run["wall_s"]
+    small_run = r["e2e"]["small"]
+    for run_name, label, target in (("photos", "default", 0.6), ("photos_fast", "--fast-decode", 0.15)):
+        photos_run = r["e2e"][run_name]
+        added_ms = _per_image_ms(photos_run["cpu_s"] - small_run["cpu_s"], photos_run["files"])
+        ratio = added_ms / r["original_12mp_mean_ms"]
+        steady = photos_run["phases"].get("first_to_last_routed_s") or photos_run["wall_s"]
+        lines.append(
+            f"(r) {label}: a 12 MP JPEG adds {added_ms:.0f} ms of CPU to the whole `kcap run` tree (net of "
+            f"small images): {ratio:.2f}x the original script's {r['original_12mp_mean_ms']:.0f} ms  "
+            f"(target <= {target}); {(photos_run['routed'] - 1) / steady:.1f} photos/s steady"
+        )
+    agreement = r["agreement"]
     lines.append(
-        f"(r) a 12 MP JPEG adds {added_ms:.0f} ms of CPU to the whole `kcap run` tree (net of small images): "
-        f"{ratio:.2f}x the original script's {r['original_12mp_mean_ms']:.0f} ms  (target <= 0.6); "
-        f"{(photos_run['routed'] - 1) / steady:.1f} photos/s steady"
+        f"(r) --fast-decode captions equal to the default decode's: {agreement['agree']} of "
+        f"{agreement['photos']} JPEG photos (small model, greedy, 16 tokens; "
+        f"{agreement['distinct']} distinct captions)"
     )
     return lines
 

@@ -80,8 +80,17 @@ def _start_kcap(args: list[str], env: dict[str, str], log: Any) -> subprocess.Po
     )
 
 
-def kcap_run_once(base: Path, kosmos: Path, clip: Path, files: list[Path], plan: Plan) -> dict[str, Any]:
+def kcap_run_once(
+    base: Path,
+    kosmos: Path,
+    clip: Path,
+    files: list[Path],
+    plan: Plan,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     settings, env = _e2e_settings(base, kosmos, clip, plan)
+    env.update(extra_env or {})
     for path in files:
         shutil.copy2(path, settings.input_dir / path.name)
     log_path = base / "kcap-run.log"

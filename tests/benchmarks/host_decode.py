@@ -79,3 +79,38 @@ def _summary(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
 def _kind(name: str) -> str:
     size = "12 MP" if name.startswith("p12") else "24 MP"
     return f"{size} {'PNG' if name.endswith('.png') else 'JPEG'}"
+
+
+def fast_decode_agreement(
+    paths: Sequence[Path], caption_model: Path, clip_model: Path, *, new_tokens: int = 16
+) -> dict[str, Any]:
+    """How many captions --fast-decode keeps equal to the default decode, on a model big
+    enough that images steer its captions (the "small" preset), greedy, fp32."""
+    from dataclasses import replace
+
+    from shared.core.messages import CaptionOptions
+    from workers.captioning.engine import Engine
+
+    settings = Settings(caption_model=str(caption_model), clip_model=str(clip_model), dtype="float32")
+    exact = Engine.load(settings, eager_scorer=False)
+    quick = Engine(exact.captioner, exact.scorer, max_pixels=settings.max_pixels, fast_decode=True)
+    options = CaptionOptions(prompts=(settings.prompts[0],), max_new_tokens=new_tokens, score=False)
+    jobs = [
+        replace(job, options=options) for job in harness.jobs_from_files(paths[0].parent, paths, settings)
+    ]
+    texts: list[str] = []
+    differ: list[str] = []
+    for start in range(0, len(jobs), 8):
+        batch = jobs[start : start + 8]
+        full = exact.run_batch(options, [exact.prepare(job) for job in batch])
+        fast = quick.run_batch(options, [quick.prepare(job) for job in batch])
+        for job, a, b in zip(batch, full, fast, strict=True):
+            texts.append(a.text)
+            if a.text != b.text:
+                differ.append(job.rel_path)
+    return {
+        "photos": len(jobs),
+        "agree": len(jobs) - len(differ),
+        "differ": differ,
+        "distinct": len(set(texts)),
+    }

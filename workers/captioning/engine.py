@@ -17,7 +17,7 @@ import torch
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
-from workers.captioning.decode import load_image, open_image
+from workers.captioning.decode import draft_to_short_side, load_image, open_image, upright_size
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
@@ -26,6 +26,10 @@ from workers.captioning.scorer import Score, Scorer
 from workers.captioning.text_cleanup import clean_caption
 
 log = logging.getLogger(__name__)
+
+# --fast-decode keeps at least this many pixels on a JPEG's short side: twice the 224 the
+# processors resize to, so their own bicubic resize still does the last, clean step.
+FAST_DECODE_SHORT_SIDE = 448
 
 
 @dataclass(frozen=True)
@@ -89,11 +93,13 @@ class Engine:
         max_pixels: int,
         max_aspect_ratio: float = 0.0,
         pixel_budget: int | None = None,
+        fast_decode: bool = False,
         scorer: Scorer | None = None,
     ) -> None:
         self.captioner = captioner
         self.max_pixels = max_pixels
         self.max_aspect_ratio = max_aspect_ratio
+        self.fast_decode = fast_decode
         # By default one image of the largest size allowed is prepared at a time, or many
         # smaller ones side by side.
         self.pixels = PixelBudget(pixel_budget or max_pixels)
@@ -128,6 +134,7 @@ class Engine:
             max_pixels=settings.max_pixels,
             max_aspect_ratio=settings.max_aspect_ratio,
             pixel_budget=settings.pixel_budget,
+            fast_decode=settings.fast_decode,
         )
         if eager_scorer:
             engine.scorer()
@@ -159,7 +166,12 @@ class Engine:
         opened = open_image(
             job.image_bytes(), max_pixels=self.max_pixels, max_aspect_ratio=self.max_aspect_ratio
         )
-        with self.pixels.hold(opened.width * opened.height):
+        pixels = opened.width * opened.height
+        # The record's size and pixel boxes are of the upright original, however it decodes.
+        width, height = upright_size(opened)
+        if self.fast_decode:
+            draft_to_short_side(opened, FAST_DECODE_SHORT_SIDE)
+        with self.pixels.hold(pixels):
             image = load_image(opened)
             processors = [self.captioner.processor.image_processor]
             if job.options.score:
@@ -169,9 +181,8 @@ class Engine:
             caption_pixels = self.captioner.preprocess(shrunk[0])
             clip_pixels = self.scorer().preprocess(shrunk[1]) if job.options.score else None
             del shrunk
-            width, height = image.size
             del opened, image
-        if width * height >= TRIM_AFTER_PIXELS:
+        if pixels >= TRIM_AFTER_PIXELS:
             release_freed_memory()
         return Prepared(
             job_id=job.job_id,

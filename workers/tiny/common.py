@@ -76,12 +76,14 @@ def preset_of(table: dict[str, _P], preset: str) -> _P:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(table)}") from None
 
 
-def image_processor(size: int) -> CLIPImageProcessorPil:
+def image_processor(size: int, *, square: bool = False) -> CLIPImageProcessorPil:
     # The PIL backend needs no torchvision; the torchvision-backed
     # CLIPImageProcessor would log a fallback warning when it is missing.
     # Both save as "CLIPImageProcessor", so loading picks whichever backend
-    # the loading machine has.
+    # the loading machine has. square: the hub Kosmos-2 checkpoint's rule
+    # (use_square_size: the photo squashed to size x size), where CLIP's
+    # scales the short side and crops the middle.
     return CLIPImageProcessorPil(
-        size={"shortest_edge": size},
+        size={"height": size, "width": size} if square else {"shortest_edge": size},
         crop_size={"height": size, "width": size},
     )

@@ -202,7 +202,7 @@ def kosmos2_processor(*, preset: str = "tiny") -> Kosmos2Processor:
     """The processor ``build_kosmos2`` saves, without building a model."""
     sizes = preset_of(KOSMOS2_PRESETS, preset)
     tokenizer = _kosmos2_tokenizer(sizes.vocab_size)
-    processor = Kosmos2Processor(image_processor(sizes.image_size), tokenizer)
+    processor = Kosmos2Processor(image_processor(sizes.image_size, square=True), tokenizer)
     if sizes.vocab_size is not None and len(processor.tokenizer) != sizes.vocab_size:
         raise RuntimeError(f"tokenizer has {len(processor.tokenizer)} tokens, expected {sizes.vocab_size}")
     return processor
