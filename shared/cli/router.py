@@ -12,16 +12,23 @@ from shared.cli.supervisor import ProcessGroup, kcap_argv, supervise
 from shared.core.metrics import serving as serve_metrics
 from shared.core.settings import Settings
 
+ROUTE_THREADS = 16
+
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("router", help="route worker: files results into the folders (supervised)")
     add_settings_arguments(parser)
-    parser.add_argument("--concurrency", type=int, default=4, help="route threads (4)")
+    # Routing waits on fsyncs, which release the GIL: many threads overlap them.
+    parser.add_argument(
+        "--concurrency", type=int, default=ROUTE_THREADS, help=f"route threads ({ROUTE_THREADS})"
+    )
     parser.set_defaults(handler=router)
 
     one = commands.add_parser("router-process", help="one route worker process (used by `kcap router`)")
     add_settings_arguments(one)
-    one.add_argument("--concurrency", type=int, default=4, help="route threads (4)")
+    one.add_argument(
+        "--concurrency", type=int, default=ROUTE_THREADS, help=f"route threads ({ROUTE_THREADS})"
+    )
     one.set_defaults(handler=router_process)
 
 

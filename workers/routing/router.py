@@ -30,6 +30,7 @@ from shared.core.naming import (
     safe_relpath,
     sha256_file,
     sidecar_name_refusal,
+    stem_of,
 )
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
@@ -40,6 +41,8 @@ from workers.routing.metadata import MetadataLog
 log = logging.getLogger(__name__)
 
 OUTPUT, CLIP_FAILED, ERRORS = Outcome.OUTPUT, Outcome.CLIP_FAILED, Outcome.ERRORS
+# Locks for choosing names, by hash of (folder, stem): two stems rarely share one.
+_PLACING_STRIPES = 256
 
 
 # A decode failure of a file that was still being written is not a bad image: such results
@@ -79,9 +82,11 @@ class Router:
         if settings.clip_failed_dir is not None:
             self.roots[CLIP_FAILED] = settings.clip_failed_dir
         self.host = socket.gethostname()
-        # The route worker runs several threads: choosing a free name and taking it must be
-        # one step, or a.jpg and a.png routed at once would both take the stem "a".
-        self._placing = threading.Lock()
+        # The route worker runs many threads: choosing a free name and taking it must be one
+        # step, or a.jpg and a.png routed at once would both take the stem "a". Every name a
+        # job may take derives from its folder and stem, so one lock per (folder, stem)
+        # suffices, and images of other stems are filed side by side (their fsyncs overlap).
+        self._placing = [threading.Lock() for _ in range(_PLACING_STRIPES)]
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
         # A route worker killed mid-write left temp files; a start is the moment to clear them.
         sweep_leftovers(self.roots.values())
@@ -119,7 +124,7 @@ class Router:
                 result.job_id,
                 caption_ext=self.settings.caption_ext,
             )
-        with self._placing:
+        with self._placing[hash((dest_dir, stem_of(rel.name))) % _PLACING_STRIPES]:
             placement, done = self._choose(candidates, result)
             if done is not None:
                 text = str(done.get("text", self._final_text(result)))

@@ -9,7 +9,7 @@ from shared.core.settings import Settings
 from workers.routing.task import register_route_task
 
 
-def run_route_worker(settings: Settings, *, name: str, concurrency: int = 4) -> None:
+def run_route_worker(settings: Settings, *, name: str, concurrency: int = 16) -> None:
     client, dead_letters = guard_worker(settings, worker=name)
     app = make_app(settings)
     register_route_task(
