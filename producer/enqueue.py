@@ -14,6 +14,7 @@ from pathlib import Path
 import redis
 
 from producer.scan import find_done, find_done_by_stat
+from shared.core.blobs import INLINE_MAX_BYTES, Blobs
 from shared.core.errors import UnsafePathError
 from shared.core.inflight import InFlight
 from shared.core.messages import Job, Result
@@ -46,10 +47,13 @@ class Enqueued:
 class Enqueuer:
     """Reads, hashes and publishes one job per image; waits while too many are in flight."""
 
-    def __init__(self, settings: Settings, publisher: Publisher, inflight: InFlight) -> None:
+    def __init__(
+        self, settings: Settings, publisher: Publisher, inflight: InFlight, *, blobs: Blobs | None = None
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
         self.inflight = inflight
+        self.blobs = blobs  # None: every image inline in its message
         self.root, _ = settings.require_folders()
         self.options = settings.caption_options()
         self._unsent: set[str] = set()  # claimed by us, publish failed
@@ -127,6 +131,10 @@ class Enqueuer:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
             return Enqueued(Offer.REFUSED, job_id)
+        stored = self.blobs is not None and len(data) > INLINE_MAX_BYTES
+        if stored:
+            assert self.blobs is not None
+            self.blobs.put(job_id, data)  # before the message: a worker must find it
         self.publisher.send_job(
             Job(
                 job_id=job_id,
@@ -134,9 +142,10 @@ class Enqueuer:
                 content_sha256=sha,
                 size=len(data),
                 mtime=mtime,
-                image_b64=Job.encode_bytes(data),
+                image_b64="" if stored else Job.encode_bytes(data),
                 options=self.options,
                 enqueued_at=time.time(),
+                image_stored=stored,
             )
         )
         return Enqueued(Offer.QUEUED, job_id)

@@ -16,6 +16,7 @@ from producer.enqueue import Enqueuer, Offer
 from producer.scan import InputFilter
 from producer.stability import StabilityGate
 from producer.watcher import start_observer
+from shared.core.blobs import Blobs
 from shared.core.celery_app import make_app
 from shared.core.inflight import InFlight
 from shared.core.leftovers import sweep_leftovers
@@ -43,7 +44,7 @@ class Producer:
             publisher = CeleryPublisher(
                 make_app(settings), caption_queue=settings.caption_queue, route_queue=settings.route_queue
             )
-        self.enqueuer = Enqueuer(settings, publisher, self.inflight)
+        self.enqueuer = Enqueuer(settings, publisher, self.inflight, blobs=Blobs.connect(settings))
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
 

@@ -55,7 +55,7 @@ class InFlight:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         # The client must decode responses (InFlight.connect makes one that does).
         self._redis = client
-        keys = settings.keys
+        keys = self._keys = settings.keys
         self._key = keys.inflight
         self._paths = keys.inflight_paths
         self._bytes = keys.inflight_bytes
@@ -78,6 +78,7 @@ class InFlight:
     def discard(self, job_id: str) -> None:
         pipe = self._redis.pipeline()
         pipe.zrem(self._key, job_id)
+        pipe.delete(self._keys.blob(job_id))  # a large job's image bytes (shared.core.blobs)
         pipe.hdel(self._paths, job_id)
         pipe.hdel(self._bytes, job_id)
         pipe.execute()
@@ -121,6 +122,7 @@ class InFlight:
         pipe.zrem(self._key, job_id)
         pipe.hdel(self._paths, job_id)
         pipe.hdel(self._bytes, job_id)
+        pipe.delete(self._keys.blob(job_id))
         pipe.hincrby(self._counts, outcome.value, 1)
         pipe.zadd(self._done_times, {f"{job_id}:{now}": now})
         pipe.zremrangebyscore(self._done_times, 0, now - _KEEP_DONE_TIMES_S)

@@ -63,6 +63,10 @@ class Keys:
         """Counter: every message ever set aside (the list keeps only the newest)."""
         return f"{self.prefix}dead_letters:total"
 
+    def blob(self, job_id: str) -> str:
+        """String with a TTL: a large job's image bytes, raw (shared.core.blobs)."""
+        return f"{self.prefix}blob:{job_id}"
+
     def attempts(self, queue: str, job_id: str) -> str:
         """Counter with a TTL: starts of a job on a queue that never ended (shared.core.attempts)."""
         return f"{self.prefix}attempts:{queue}:{job_id}"

@@ -26,7 +26,7 @@ _JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 # 2: a job's caption options travel as one nested object ("options").
 # 3: the original script's score routes by default (options.route_score); a result carries
 #    both scores, so a worker and a router of different versions refuse each other's messages.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _check_ids(message: object, job_id: str, content_sha256: str) -> None:
@@ -149,14 +149,18 @@ class Job(_Message):
     content_sha256: str
     size: int
     mtime: float
-    image_b64: str
+    image_b64: str  # "" when the image is stored beside the message
     options: CaptionOptions
     enqueued_at: float
+    # True: the bytes are in Redis under the job's blob key (shared.core.blobs), not inline.
+    image_stored: bool = False
 
     def __post_init__(self) -> None:
         _check_ids(self, self.job_id, self.content_sha256)
         if not isinstance(self.options, CaptionOptions):
             raise DecodeError("Job: options must be caption options", payload=self.options)
+        if self.image_stored and self.image_b64:
+            raise DecodeError("Job: an image is either inline or stored, not both", payload=self.job_id)
 
     @classmethod
     def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def role_rules(user: str, *, queue_prefix: str = "", db: int = 0) -> str:
     """The ACL rules of a role user for a kcap instance (its --queue-prefix, its Redis db).
 
     kcap-gpu may take and re-queue caption jobs, only put results on the route queue (not
-    read or take them), count its job starts and add dead letters (not read them). It cannot
+    read or take them), read the stored images of large jobs, count its job starts and add
+    dead letters (not read them). It cannot
     touch the producer's in-flight set, the outcome counts or any other key. kcap-storage
     (producer, route worker, Flower, `kcap status`) has every kcap and kombu key.
     """
@@ -104,6 +105,7 @@ def role_rules(user: str, *, queue_prefix: str = "", db: int = 0) -> str:
             f"~{queue_prefix}caption*",
             f"%W~{queue_prefix}route*",
             f"~{kcap}attempts:{queue_prefix}caption:*",
+            f"%R~{kcap}blob:*",
             f"%W~{kcap}dead_letters",
             f"~{kcap}dead_letters:total",
         ]

@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import redis
+from PIL import Image
 
+from shared.core.blobs import INLINE_MAX_BYTES
 from shared.core.celery_app import CAPTION_TASK
 from shared.core.embedded_redis import EmbeddedRedis, find_redis_server
 from shared.core.settings import Settings
@@ -25,6 +27,7 @@ from tests.conftest import REPO, Processes, wait_for
 from tests.integration.helpers import (
     children,
     drop_images,
+    image_bytes,
     publish_raw,
     records,
     redis_client,
@@ -188,9 +191,16 @@ def test_a_gpu_host_with_the_readme_gpu_user_captions_and_can_do_nothing_else(
         procs.kcap("worker", settings=gpu)
         procs.kcap("router", settings=storage)
         expected = drop_images(storage, 3, seed=91, prefix="acl-")
+        # Over the inline limit: its bytes travel as a stored blob the GPU user reads.
+        assert storage.input_dir is not None
+        big = Image.effect_noise((400, 300), 60).convert("RGB")
+        (storage.input_dir / "acl-big.png").write_bytes(image_bytes(big))
+        assert (storage.input_dir / "acl-big.png").stat().st_size > INLINE_MAX_BYTES
+        expected = sorted([*expected, "acl-big.png"])
         procs.kcap("watch", settings=storage)
-        wait_for(lambda: routed_sources(storage) == expected, timeout_s=120, what="3 routed", logs=procs.tail)
-        assert len(records(storage)["output"]) == 3
+        wait_for(lambda: routed_sources(storage) == expected, timeout_s=120, what="4 routed", logs=procs.tail)
+        assert len(records(storage)["output"]) == 4
+        assert admin.keys("kcap:blob:*") == []  # deleted once routed
         # The GPU side sets aside what it cannot run, as kcap-gpu.
         junk_id = publish_raw(url_for("kcap-gpu"), gpu.caption_queue, "null", task=CAPTION_TASK)
         wait_for(
@@ -216,6 +226,7 @@ def test_a_gpu_host_with_the_readme_gpu_user_captions_and_can_do_nothing_else(
                 ("HGETALL", "kcap:counts"),
                 ("LRANGE", "kcap:dead_letters", "0", "-1"),
                 ("GET", "some-other-app:key"),
+                ("SET", "kcap:blob:forged", "x"),
                 *ADMIN_COMMANDS,
             ]
             for command in denied:

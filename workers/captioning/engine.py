@@ -160,12 +160,13 @@ class Engine:
         return self._scorer.source if self._scorer is not None else ""
 
     # -- CPU side ------------------------------------------------------------
-    def prepare(self, job: Job) -> Prepared:
-        """Decode and preprocess; raises BadImageError for an unusable image."""
+    def prepare(self, job: Job, image_bytes: bytes | None = None) -> Prepared:
+        """Decode and preprocess; raises BadImageError for an unusable image.
+
+        image_bytes: the job's image when it was stored beside the message (else inline)."""
         started = time.perf_counter()
-        opened = open_image(
-            job.image_bytes(), max_pixels=self.max_pixels, max_aspect_ratio=self.max_aspect_ratio
-        )
+        data = image_bytes if image_bytes is not None else job.image_bytes()
+        opened = open_image(data, max_pixels=self.max_pixels, max_aspect_ratio=self.max_aspect_ratio)
         pixels = opened.width * opened.height
         # The record's size and pixel boxes are of the upright original, however it decodes.
         width, height = upright_size(opened)

@@ -17,6 +17,7 @@ from typing import Any
 from celery import Celery, Task
 
 from shared.core.attempts import Attempts
+from shared.core.blobs import Blobs
 from shared.core.celery_app import CAPTION_TASK
 from shared.core.errors import BadImageError, DecodeError, WorkerDiedError
 from shared.core.message_guard import GuardedStrategy
@@ -61,10 +62,12 @@ def check_caption_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
         raise ValueError("the reply queue must be a queue name")
 
 
-def prepare_or_explain(job: Job, engine: Engine, *, worker: str) -> Prepared | Result:
+def prepare_or_explain(
+    job: Job, engine: Engine, *, worker: str, image_bytes: bytes | None = None
+) -> Prepared | Result:
     """The decoded, preprocessed image, or an error result saying why it cannot be."""
     try:
-        return engine.prepare(job)
+        return engine.prepare(job, image_bytes)
     except (BadImageError, DecodeError) as exc:
         log.warning("job %s (%s): unreadable image: %s", job.job_id, job.rel_path, exc)
         return error_result(job, exc, worker=worker)
@@ -81,11 +84,12 @@ def caption_job(
     *,
     worker: str,
     received: float | None = None,
+    image_bytes: bytes | None = None,
 ) -> Result:
     """Caption (and score) one job through the batcher: one batch item per prompt, the same
     pixels for all. Raises what a failed batch raised; the caller may retry."""
     received = time.time() if received is None else received
-    prepared = prepare_or_explain(job, engine, worker=worker)
+    prepared = prepare_or_explain(job, engine, worker=worker, image_bytes=image_bytes)
     if isinstance(prepared, Result):
         return prepared
     options = job.options
@@ -156,6 +160,7 @@ def register_caption_task(
     attempts: Attempts,
     max_worker_deaths: int,
     max_message_bytes: int,
+    blobs: Blobs | None = None,
 ) -> Task:
     strategy = GuardedStrategy(max_bytes=max_message_bytes, check=check_caption_arguments)
 
@@ -167,14 +172,33 @@ def register_caption_task(
             if deaths >= max_worker_deaths:
                 result = died_result(job, deaths, worker=worker)
             else:
-                result = caption_or_retry(self, job)
+                image = stored_image(job)
+                if job.image_stored and image is None:
+                    return  # nothing to caption; see stored_image
+                result = caption_or_retry(self, job, image)
             publisher.send_result(result, queue=reply_queue)
         finally:
             attempts.end(job.job_id)  # this attempt ended here, whichever way: not a death
 
-    def caption_or_retry(task: Task, job: Job) -> Result:
+    def stored_image(job: Job) -> bytes | None:
+        """The bytes of a job whose image is stored beside the message, or None."""
+        if not job.image_stored:
+            return None
+        image = blobs.get(job.job_id) if blobs is not None else None
+        if image is None:
+            # Routed and deleted already (a second delivery), or expired in a long queue:
+            # no result, so no second outcome; a job never routed is sent again, blob and
+            # all, by the producer's stale-claim check.
+            log.warning(
+                "job %s (%s): its image is no longer stored; dropping this delivery",
+                job.job_id,
+                job.rel_path,
+            )
+        return image
+
+    def caption_or_retry(task: Task, job: Job, image: bytes | None) -> Result:
         try:
-            return caption_job(job, engine, batcher, worker=worker)
+            return caption_job(job, engine, batcher, worker=worker, image_bytes=image)
         except Exception as exc:
             attempt = task.request.retries + 1
             if attempt > CAPTION_RETRIES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.core.attempts import Attempts
+from shared.core.blobs import Blobs
 from shared.core.celery_app import make_app, worker_argv
 from shared.core.message_guard import caption_message_limit, guard_worker
 from shared.core.metrics import timed_batches
@@ -37,6 +38,7 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         attempts=Attempts(client, settings.keys, settings.caption_queue),
         max_worker_deaths=settings.max_worker_deaths,
         max_message_bytes=caption_message_limit(settings.max_file_bytes),
+        blobs=Blobs.connect(settings),
     )
     try:
         app.worker_main(worker_argv(settings.caption_queue, concurrency=2 * settings.batch_size, name=name))
