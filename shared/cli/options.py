@@ -22,8 +22,19 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--errors-dir",), "errors_dir", {"help": "unreadable inputs (default: beside the output folder)"}),
     (("--state-dir",), "state_dir", {"help": "embedded Redis data and logs (default .kcap)"}),
     (("--input-mode",), "input_mode", {"choices": ["copy", "move"], "help": "copy (default) or move inputs"}),
-    (("--caption-model",), "caption_model", {"help": "Kosmos-2 hub id or local folder"}),
-    (("--clip-model",), "clip_model", {"help": "CLIP hub id or local folder"}),
+    (
+        ("--caption-model",),
+        "caption_model",
+        {
+            "help": "caption model hub id or local folder: Kosmos-2 (default), Florence-2, "
+            "Qwen2.5-VL/Qwen3-VL, LLaVA/LLaVA-OneVision, Idefics3/SmolVLM"
+        },
+    ),
+    (
+        ("--clip-model",),
+        "clip_model",
+        {"help": "scorer hub id or local folder: CLIP (default), SigLIP or SigLIP 2"},
+    ),
     (
         ("--prompt",),
         "prompt",
@@ -65,6 +76,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
     (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
     (("--batch-size",), "batch_size", {"type": int, "help": "images per batch (16)"}),
+    (
+        ("--max-image-tokens",),
+        "max_image_tokens",
+        {"type": int, "help": "cap on image tokens per image for dynamic-resolution caption models (1280)"},
+    ),
     (("--batch-wait-ms",), "batch_wait_ms", {"type": int, "help": "longest wait to fill a batch (50)"}),
     (("--stable-after-s",), "stable_after_s", {"type": float, "help": "seconds a file must be still (1.0)"}),
     (("--max-in-flight",), "max_in_flight", {"type": int, "help": "cap on queued jobs (256)"}),

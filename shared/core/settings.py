@@ -85,6 +85,10 @@ class Settings:
     batch_wait_ms: int = 50
     # torch.compile the caption model at worker start (slower start, faster batches).
     compile: bool = False
+    # At most this many image tokens per image for dynamic-resolution caption models (Qwen-VL,
+    # SmolVLM/Idefics3, LLaVA-OneVision): a bigger photo is shrunk first, so one 24 MP photo
+    # cannot take the whole GPU. Fixed-size families (Kosmos-2, Florence-2, LLaVA) ignore it.
+    max_image_tokens: int = 1280
     # Producer.
     stable_after_s: float = 1.0
     max_in_flight: int = 256
@@ -125,6 +129,7 @@ class Settings:
             "max_file_bytes",
             "max_pixels",
             "max_worker_deaths",
+            "max_image_tokens",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -11,14 +11,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
-from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
+from workers.captioning.captioner import Caption, with_pixel_boxes
 from workers.captioning.decode import decode_image
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
+from workers.captioning.families.base import CaptionAdapter
+from workers.captioning.families.registry import load_for_settings
 from workers.captioning.scorer import Score, Scorer
 from workers.captioning.text_cleanup import clean_caption
 
@@ -30,7 +33,7 @@ class Prepared:
     """One decoded, preprocessed image, ready for a batch."""
 
     job_id: str
-    caption_pixels: torch.Tensor
+    caption_pixels: Any  # what the caption family's preprocess made (pixels, or a capped image)
     clip_pixels: torch.Tensor | None
     width: int
     height: int
@@ -80,7 +83,7 @@ class Engine:
 
     def __init__(
         self,
-        captioner: Captioner,
+        captioner: CaptionAdapter,
         load_scorer: Callable[[], Scorer],
         *,
         max_pixels: int,
@@ -104,11 +107,7 @@ class Engine:
         device = pick_device()
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()
-        captioner = Captioner(settings.caption_model, device=device, dtype=dtype)
-        if settings.compile:
-            from workers.captioning.compiling import compile_captioner
-
-            compile_captioner(captioner, prompt=settings.prompts[0])
+        captioner = load_for_settings(settings, device=device, dtype=dtype)  # by the checkpoint's family
 
         def load_scorer() -> Scorer:
             return Scorer(settings.clip_model, device=device, dtype=dtype)
