@@ -63,7 +63,19 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     ),
     (("--metrics-port",), "metrics_port", {"type": int, "help": "Prometheus port per process (0: off)"}),
     (("--stop-timeout-s",), "stop_timeout_s", {"type": float, "help": "warm shutdown limit (30)"}),
-    (("--threshold",), "threshold", {"type": float, "help": "CLIP score under which images fail (15)"}),
+    (
+        ("--threshold",),
+        "threshold",
+        {
+            "type": float,
+            "help": "score under which images fail (the scorer family's default: CLIP 15, SigLIP 0.1)",
+        },
+    ),
+    (
+        ("--threshold-family",),
+        "threshold_family",
+        {"choices": ["clip", "siglip", "siglip2"], "help": "the scorer family --threshold is for (clip)"},
+    ),
     (
         ("--route-score",),
         "route_score",

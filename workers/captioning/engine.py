@@ -22,7 +22,9 @@ from workers.captioning.decode import decode_image
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.families.base import CaptionAdapter
 from workers.captioning.families.registry import load_for_settings
-from workers.captioning.scorer import Score, Scorer
+from workers.captioning.scorer import Score
+from workers.captioning.scorers.base import ScorerAdapter
+from workers.captioning.scorers.registry import load_scorer as load_family_scorer
 from workers.captioning.text_cleanup import clean_caption
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ class Prepared:
 
     job_id: str
     caption_pixels: Any  # what the caption family's preprocess made (pixels, or a capped image)
-    clip_pixels: torch.Tensor | None
+    clip_pixels: Any  # what the scorer family's preprocess made; None when not scored
     width: int
     height: int
     decode_s: float
@@ -84,10 +86,10 @@ class Engine:
     def __init__(
         self,
         captioner: CaptionAdapter,
-        load_scorer: Callable[[], Scorer],
+        load_scorer: Callable[[], ScorerAdapter],
         *,
         max_pixels: int,
-        scorer: Scorer | None = None,
+        scorer: ScorerAdapter | None = None,
     ) -> None:
         self.captioner = captioner
         self.max_pixels = max_pixels
@@ -109,8 +111,8 @@ class Engine:
         started = time.perf_counter()
         captioner = load_for_settings(settings, device=device, dtype=dtype)  # by the checkpoint's family
 
-        def load_scorer() -> Scorer:
-            return Scorer(settings.clip_model, device=device, dtype=dtype)
+        def load_scorer() -> ScorerAdapter:
+            return load_family_scorer(settings.clip_model, device=device, dtype=dtype)  # by its family
 
         engine = cls(captioner, load_scorer, max_pixels=settings.max_pixels)
         if eager_scorer:
@@ -125,7 +127,7 @@ class Engine:
         )
         return engine
 
-    def scorer(self) -> Scorer:
+    def scorer(self) -> ScorerAdapter:
         if self._scorer is None:
             with self._scorer_lock:
                 if self._scorer is None:

@@ -32,6 +32,7 @@ from shared.core.naming import (
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
+from shared.core.thresholds import Thresholds
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
 from workers.routing.metadata import MetadataLog
 
@@ -68,13 +69,17 @@ class Router:
         # one step, or a.jpg and a.png routed at once would both take the stem "a".
         self._placing = threading.Lock()
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
+        # Per scorer family; warns at start when --threshold was given for another family.
+        self.thresholds = Thresholds(settings.threshold, given_for=settings.threshold_family)
+        if settings.score_enabled:
+            self.thresholds.check_start(settings.clip_model)
 
     def outcome_for(self, result: Result) -> Outcome:
         if not result.ok:
             return ERRORS
         if not self.settings.score_enabled or result.score is None:
             return OUTPUT
-        return OUTPUT if result.score >= self.settings.threshold else CLIP_FAILED
+        return OUTPUT if result.score >= self.thresholds.for_family(result.score_family) else CLIP_FAILED
 
     def route(self, result: Result) -> Routed:
         """File one result. Raises UnsafePathError for a path that leaves the roots."""
@@ -250,9 +255,11 @@ class Router:
             "clipscore": result.clipscore,
             "clip_slices": result.slices,
             "clip_chunks": result.chunks,
-            "threshold": self.settings.threshold if self.settings.score_enabled else None,
+            "threshold": self._threshold(result),
+            "clip_score_family": result.score_family or None,  # whose threshold routed it
             "outcome": outcome.value,
             "caption_model": result.caption_model,
+            "caption_family": result.caption_family or None,
             "clip_model": result.clip_model if result.score is not None else None,
             "prompt": result.prompt,
             "width": result.width,
@@ -264,6 +271,12 @@ class Router:
             "enqueued_at": result.enqueued_at,
             "routed_at": time.time(),
         }
+
+    def _threshold(self, result: Result) -> float | None:
+        """The threshold this result's score was compared with (None: it was not scored)."""
+        if not self.settings.score_enabled or result.score is None:
+            return None
+        return self.thresholds.for_family(result.score_family)
 
     def _error_record(self, result: Result, placement: Placement) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from workers.tiny.florence2 import build_florence2
 from workers.tiny.idefics3 import build_idefics3
 from workers.tiny.kosmos2 import build_kosmos2
 from workers.tiny.llava import build_llava
+from workers.tiny.siglip import build_siglip, build_siglip2
 
 # Qwen2.5-VL / Qwen3-VL, SmolVLM and LLaVA-OneVision are not here: their processors hold a
 # video processor, which needs torchvision, and no CPU build of it lies on this disk.
@@ -23,6 +24,8 @@ CAPTIONERS: Final[dict[str, Callable[[Path], Path]]] = {
 
 SCORERS: Final[dict[str, Callable[[Path], Path]]] = {
     "clip": build_clip,
+    "siglip": build_siglip,
+    "siglip2": build_siglip2,
 }
 
 
