@@ -20,13 +20,20 @@ from tests.integration.helpers import drop_images, records
 from workers.tiny.families import CAPTIONERS, SCORERS
 
 # Every caption family with a scorer family, so each of both kinds runs once at least.
-PAIRS = [("florence-2", "siglip"), ("llava", "siglip2"), ("idefics3", "clip"), ("kosmos-2", "siglip")]
+PAIRS = [
+    ("florence-2", "siglip"),
+    ("llava", "siglip2"),
+    ("idefics3", "clip"),
+    ("blip-2", "siglip2"),
+    ("kosmos-2", "siglip"),
+]
 # What each caption family's "detailed" preset is sent as.
 DETAILED = {
     "florence-2": "<MORE_DETAILED_CAPTION>",
     "llava": "Give a detailed description of this image",
     "idefics3": "Give a detailed description of this image",
     "kosmos-2": "Give a detailed description of this image",
+    "blip-2": "Question: Describe this image in detail.",
 }
 
 

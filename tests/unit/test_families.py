@@ -63,6 +63,8 @@ def test_presets_map_to_the_family_form_and_free_text_is_kept(
         assert detailed == DEFAULT_PROMPT  # today's prompt, untouched
     elif family == "florence-2":
         assert (detailed, brief) == ("<MORE_DETAILED_CAPTION>", "<CAPTION>")
+    elif family == "blip-2":
+        assert (detailed, brief) == ("Question: Describe this image in detail. Answer:", "")
     else:
         assert detailed != DEFAULT_PROMPT and brief != detailed
     # The brief form writes a caption too.
@@ -82,7 +84,16 @@ def test_an_unsupported_model_type_fails_with_the_supported_families(checkpoints
         check_family("paligemma", source="some/model")
     message = str(error.value)
     assert "'paligemma'" in message
-    for family in ("kosmos-2", "florence-2", "qwen2.5-vl", "qwen3-vl", "llava", "idefics3", "smolvlm"):
+    for family in (
+        "kosmos-2",
+        "florence-2",
+        "qwen2.5-vl",
+        "qwen3-vl",
+        "llava",
+        "idefics3",
+        "smolvlm",
+        "blip-2",
+    ):
         assert family in message
     assert model_type_of(str(checkpoints["llava"])) == "llava"
     assert set(supported()) >= {"kosmos-2", "florence2", "qwen2_5_vl", "qwen3_vl", "llava", "idefics3"}

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from workers.tiny.blip2 import build_blip2
 from workers.tiny.clip import build_clip
 from workers.tiny.florence2 import build_florence2
 from workers.tiny.idefics3 import build_idefics3
@@ -20,6 +21,7 @@ CAPTIONERS: Final[dict[str, Callable[[Path], Path]]] = {
     "florence-2": build_florence2,
     "llava": build_llava,
     "idefics3": build_idefics3,
+    "blip-2": build_blip2,
 }
 
 SCORERS: Final[dict[str, Callable[[Path], Path]]] = {

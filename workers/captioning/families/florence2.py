@@ -1,109 +1,32 @@
-"""Florence-2: task tokens as prompts, a fixed input size, an encoder-decoder.
+"""Florence-2: task tokens as prompts, a fixed input size (768 px), an encoder-decoder.
 
 The presets map to its caption tasks (``<MORE_DETAILED_CAPTION>``, ``<CAPTION>``); any
-other text goes to the processor as written (a task token alone, or free text). Every
-image is resized to the same size (768 px) and the prompt is the same for the whole
-batch, so, as for Kosmos-2, pixels are made in preprocess and the prompt's tokens once:
-no padding ever differs between a batch and single images. Its caption tasks give no
-boxes (grounding is a separate task), so the record's entities are empty.
+other text goes to the processor as written (a task token alone, or free text). Its
+caption tasks are "pure text": what ``post_process_generation`` returns for them is the
+decoded text without ``<s>``/``</s>``, which skipping special tokens gives too. They give
+no boxes (grounding is a separate task), so the record's entities are empty.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import torch
-from PIL import Image
 
-from workers.captioning.captioner import Caption
-from workers.captioning.families.base import decoding_kwargs, eos_ids_of, family_prompt, truncated_rows
-from workers.captioning.loading import load_model
+from workers.captioning.families.fixed import FixedInputCaptioner
 
 MODEL_TYPES = ("florence2",)
 FAMILIES = {"florence2": "florence-2"}
 NEEDS: dict[str, tuple[str, ...]] = {}
 
-FORMS: dict[str, str] = {"detailed": "<MORE_DETAILED_CAPTION>", "brief": "<CAPTION>"}
 
+class Florence2Captioner(FixedInputCaptioner):
+    family: ClassVar[str] = "florence-2"
+    forms: ClassVar[dict[str, str]] = {"detailed": "<MORE_DETAILED_CAPTION>", "brief": "<CAPTION>"}
 
-class Florence2Captioner:
-    family = "florence-2"
-
-    def __init__(
-        self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
-    ) -> None:
-        from transformers import AutoModelForImageTextToText
-
-        del max_image_tokens  # a fixed input size: the same number of tokens for every photo
-        self.source = source
-        self.device = device
-        self.dtype = dtype
-        self.processor, self.model = load_model(
-            AutoModelForImageTextToText.from_pretrained,
-            source,
-            flag="--caption-model",
-            what="caption model",
-            device=device,
-            dtype=dtype,
-        )
-        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
-
-    def prompt_for(self, prompt: str) -> str:
-        return family_prompt(prompt, FORMS)
-
-    # -- preprocess (CPU) ------------------------------------------------------
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-    def _prompt_inputs(self, prompt: str) -> dict[str, torch.Tensor]:
-        """input_ids and attention_mask of one prompt (image placeholders included), cached."""
-        cached = self._prompt_cache.get(prompt)
-        if cached is None:
-            blank = Image.new("RGB", (8, 8))
-            encoded = self.processor(text=self.prompt_for(prompt), images=blank, return_tensors="pt")
-            cached = {k: encoded[k] for k in ("input_ids", "attention_mask")}
-            self._prompt_cache[prompt] = cached
-        return cached
-
-    # -- forward (device) ------------------------------------------------------
-    @torch.inference_mode()
-    def forward(
-        self,
-        items: list[Any],
-        *,
-        prompt: str,
-        max_new_tokens: int,
-        min_new_tokens: int | None = None,
-        num_beams: int = 1,
-        repetition_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
-    ) -> torch.Tensor:
-        n = len(items)
-        text = self._prompt_inputs(prompt)
-        generated = self.model.generate(
-            pixel_values=torch.stack(items).to(self.device, dtype=self.dtype),
-            input_ids=text["input_ids"].expand(n, -1).to(self.device),
-            attention_mask=text["attention_mask"].expand(n, -1).to(self.device),
-            **decoding_kwargs(
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                num_beams=num_beams,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-            ),
-        )
+    def new_tokens(self, generated: torch.Tensor, *, prompt_len: int) -> torch.Tensor:
         # An encoder-decoder returns the decoder's start token, then the new tokens.
-        return generated[:, 1:].cpu()
-
-    # -- postprocess (plain data) ---------------------------------------------
-    def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
-        # Caption tasks are "pure text": what post_process_generation returns is the decoded
-        # text without <s> and </s>, which skip_special_tokens already drops (pads too).
-        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        cut = truncated_rows(new_ids, eos_ids=eos_ids_of(self.model), max_new_tokens=max_new_tokens)
-        return [
-            Caption(text=text.strip(), entities=[], truncated=t) for text, t in zip(texts, cut, strict=True)
-        ]
+        return generated[:, 1:]
 
 
 CLASSES = {"florence2": Florence2Captioner}

@@ -15,13 +15,13 @@ import torch
 
 from shared.core.errors import ConfigError
 from shared.core.settings import Settings
-from workers.captioning.families import florence2, idefics3, kosmos2, llava, qwen_vl
+from workers.captioning.families import blip2, florence2, idefics3, kosmos2, llava, qwen_vl
 from workers.captioning.families.base import CaptionAdapter
 from workers.captioning.loading import load_pretrained
 
 log = logging.getLogger(__name__)
 
-_MODULES: tuple[ModuleType, ...] = (kosmos2, florence2, qwen_vl, llava, idefics3)
+_MODULES: tuple[ModuleType, ...] = (kosmos2, florence2, qwen_vl, llava, idefics3, blip2)
 # model_type -> the module holding its adapter.
 _BY_MODEL_TYPE: dict[str, ModuleType] = {t: m for m in _MODULES for t in m.MODEL_TYPES}
 # The pip extra that brings each importable package a family needs.
