@@ -125,3 +125,32 @@ def test_the_image_token_cap_shrinks_a_big_photo_for_tiling_families(checkpoints
         )  # type: ignore[attr-defined]
 
     assert tokens(capped) <= IMAGE_SEQ_LEN * 2 < tokens(roomy)
+
+
+@pytest.mark.parametrize(("processor_class", "patch"), [("Qwen2VLImageProcessorPil", 14)])
+def test_the_image_token_cap_bounds_a_24_mp_photo_for_qwen_vl(processor_class: str, patch: int) -> None:
+    """Qwen-VL's processor needs torchvision only for its video half: its image processor, the
+    part the cap sets, is checked here as the real class (the model is not needed)."""
+    import transformers
+    from PIL import Image
+
+    from workers.captioning.families.qwen_vl import QwenVLCaptioner
+
+    # The hub checkpoints' bounds: up to 16,384 tokens (12.8 MP) per image.
+    hub_size = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16384}
+    images = getattr(transformers, processor_class)(patch_size=patch, merge_size=2, size=hub_size)
+
+    class _Processor:
+        image_processor = images
+
+    captioner = object.__new__(QwenVLCaptioner)  # no model: only the cap and preprocess run
+    captioner.processor = _Processor()
+    captioner.max_image_tokens = 1280
+    captioner.cap_image_tokens(1280)
+    photo = Image.new("RGB", (6000, 4000), (200, 120, 40))  # 24 MP
+    shrunk = captioner.preprocess(photo)
+    assert shrunk.width * shrunk.height <= 1280 * (2 * patch) ** 2
+    grid = images(images=[shrunk], return_tensors="pt")["image_grid_thw"][0]
+    assert int(grid.prod()) // 4 <= 1280  # image tokens after the 2 x 2 merge
+    uncapped = getattr(transformers, processor_class)(patch_size=patch, merge_size=2, size=hub_size)
+    assert int(uncapped(images=[photo], return_tensors="pt")["image_grid_thw"][0].prod()) // 4 > 1280
