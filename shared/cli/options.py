@@ -74,7 +74,10 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (
         ("--threshold-family",),
         "threshold_family",
-        {"choices": ["clip", "siglip", "siglip2"], "help": "the scorer family --threshold is for (clip)"},
+        {
+            "choices": ["clip", "siglip", "siglip2"],
+            "help": "the scorer family --threshold is for (default: the family of --clip-model)",
+        },
     ),
     (
         ("--route-score",),

@@ -18,7 +18,7 @@ from shared.core.keys import Keys, keys_for
 from shared.core.messages import CaptionOptions
 from shared.core.prompts import resolve_prompts
 from shared.core.redaction import mask_url_passwords
-from shared.core.scoring import SCORE_METHODS, SCORER_FAMILIES, ScoreMethod, ScorerFamily
+from shared.core.scoring import SCORE_METHODS, SCORER_FAMILIES, ScoreMethod
 
 DEFAULT_CAPTION_MODEL = "microsoft/kosmos-2-patch14-224"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -37,7 +37,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "input_mode": ("copy", "move"),
     "existing": ("skip", "overwrite", "append", "prepend"),
     "route_score": SCORE_METHODS,
-    "threshold_family": SCORER_FAMILIES,
+    "threshold_family": ("", *SCORER_FAMILIES),
 }
 
 
@@ -77,7 +77,8 @@ class Settings:
     # (shared.core.thresholds; CLIP's is the original script's 15). A number given here is
     # for threshold_family's scores only: another family's scores never route against it.
     threshold: float | None = None
-    threshold_family: str = ScorerFamily.CLIP.value
+    # "": the family of clip_model, as the storage host can tell (shared.core.thresholds).
+    threshold_family: str = ""
     # Dataset outputs.
     caption_ext: str = ".txt"
     caption_prefix: str = ""

@@ -2,10 +2,11 @@
 
 Each family's score lives on its own scale (CLIP: logit scale x cosine, about 15..35 for
 real captions; SigLIP: a probability in 0..1), so a number given with ``--threshold`` is
-taken as meant for ``--threshold-family`` (CLIP unless said otherwise). A score of any
-other family routes against that family's default threshold, and the router says so once
-per family: at start when ``--clip-model`` already names another family, and on the first
-such result (workers of one queue may run other scorers).
+taken as meant for ``--threshold-family``: by default the family of ``--clip-model`` as the
+storage host can tell (its config.json when the folder is here, else its name). A score of
+any other family routes against that family's default threshold, and the router says so
+once per family: at start when the two already differ, and on the first such result
+(workers of one queue may run other scorers than the storage host was told).
 """
 
 from __future__ import annotations

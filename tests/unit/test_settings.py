@@ -22,8 +22,8 @@ def test_defaults_carry_over_from_the_original_script() -> None:
     assert DEFAULT_PROMPT.startswith("Give a detailed description of this image")
     assert settings.max_new_tokens == 128
     # No threshold given: each scorer family's default, and CLIP's is the original script's 15.
-    assert settings.threshold is None and settings.threshold_family == "clip"
-    assert Thresholds(settings.threshold, given_for=settings.threshold_family).for_family("clip") == 15.0
+    assert settings.threshold is None and settings.threshold_family == ""
+    assert Thresholds(settings.threshold, given_for="clip").for_family("clip") == 15.0
     assert settings.input_mode == "copy"
     # The original script's score routes, and its caption text is kept as it came.
     assert settings.route_score == "original"

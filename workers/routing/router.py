@@ -32,7 +32,7 @@ from shared.core.naming import (
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
-from shared.core.thresholds import Thresholds
+from shared.core.thresholds import Thresholds, scorer_family_of
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
 from workers.routing.metadata import MetadataLog
 
@@ -70,7 +70,9 @@ class Router:
         self._placing = threading.Lock()
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
         # Per scorer family; warns at start when --threshold was given for another family.
-        self.thresholds = Thresholds(settings.threshold, given_for=settings.threshold_family)
+        self.thresholds = Thresholds(
+            settings.threshold, given_for=settings.threshold_family or scorer_family_of(settings.clip_model)
+        )
         if settings.score_enabled:
             self.thresholds.check_start(settings.clip_model)
 

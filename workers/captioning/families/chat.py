@@ -54,6 +54,9 @@ class ChatCaptioner:
     # Pixels per image token: a photo over max_image_tokens x this is shrunk first. 0: the
     # family's input size is fixed (LLaVA's 336 px), so no photo can cost more tokens.
     pixels_per_token = 0
+    # A longest edge the processor would resize to anyway (tiling families): a bigger photo is
+    # shrunk to it here, so a 24 MP photo waits for its batch as a small image. 0: none.
+    max_edge = 0
 
     def __init__(
         self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
@@ -86,12 +89,14 @@ class ChatCaptioner:
 
         The processor itself runs in forward, where it sees the prompt too.
         """
-        if not self.pixels_per_token:
+        scale = 1.0
+        if self.pixels_per_token:
+            budget = self.max_image_tokens * self.pixels_per_token
+            scale = min(scale, math.sqrt(budget / (image.width * image.height)))
+        if self.max_edge:
+            scale = min(scale, self.max_edge / max(image.width, image.height))
+        if scale >= 1.0:
             return image
-        budget = self.max_image_tokens * self.pixels_per_token
-        if image.width * image.height <= budget:
-            return image
-        scale = math.sqrt(budget / (image.width * image.height))
         size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
         return image.resize(size, Image.Resampling.BICUBIC)
 

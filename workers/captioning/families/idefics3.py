@@ -34,6 +34,7 @@ class Idefics3Captioner(ChatCaptioner):
         if int(size.get("longest_edge", longest)) > longest:
             size["longest_edge"] = longest
             images.size = size
+        self.max_edge = int(size.get("longest_edge", longest))
 
 
 class SmolVLMCaptioner(Idefics3Captioner):

@@ -1,8 +1,10 @@
 """LLaVA and LLaVA-OneVision (JoyCaption is a LLaVA): chat template, no boxes.
 
 LLaVA's input size is fixed (336 px, 576 image tokens), so no photo can cost more. LLaVA-
-OneVision tiles a photo into up to its grid's crops ("anyres"); its cap is the photo's
-pixel count before tiling. OneVision's processor holds a video processor, so it needs
+OneVision tiles a photo into crops of 384 px on the best of its grid's resolutions
+("anyres"). Its cap is approximate: the photo is shrunk to the cap's pixel count before
+tiling, which picks a smaller grid, but the grid, not the cap, sets the final count (one
+base view plus the crops). OneVision's processor holds a video processor, so it needs
 torchvision (the `vlm` extra).
 """
 
