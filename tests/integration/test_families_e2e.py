@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.cli.exits import Exit
 from shared.core.settings import Settings
 from shared.core.thresholds import DEFAULT_THRESHOLDS
 from shared.report.dataset import resolve_roots
@@ -104,3 +105,19 @@ def test_kcap_run_routes_images_with_each_family_and_the_outputs_read_back(
     assert report["clip_score"]["count"] == 4
     page = (tmp_path / "report.html").read_text()
     assert all(str(r["caption"]) in page for r in routed)
+
+
+def test_kcap_run_with_an_unsupported_caption_model_stops_at_start_naming_the_families(
+    family_models: dict[str, Path], make_settings: Callable[..., Settings], procs: Processes
+) -> None:
+    # A SigLIP checkpoint is a scorer, not a captioner: the worker refuses it before any job.
+    settings = make_settings(caption_model=str(family_models["siglip"]))
+    assert settings.output_dir is not None
+    drop_images(settings, 2, seed=5)
+    run = procs.kcap("run", settings=settings)
+    run.wait(timeout=120)
+    logs = procs.logs()
+    assert run.returncode == Exit.ERROR, logs[-4000:]
+    assert "is a 'siglip', which kcap cannot caption with; the supported families" in logs
+    assert "kosmos-2 (kosmos-2), florence-2 (florence2)" in logs
+    assert not list(settings.output_dir.rglob("*.json"))  # nothing was taken and lost

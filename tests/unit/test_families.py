@@ -154,3 +154,12 @@ def test_the_image_token_cap_bounds_a_24_mp_photo_for_qwen_vl(processor_class: s
     assert int(grid.prod()) // 4 <= 1280  # image tokens after the 2 x 2 merge
     uncapped = getattr(transformers, processor_class)(patch_size=patch, merge_size=2, size=hub_size)
     assert int(uncapped(images=[photo], return_tensors="pt")["image_grid_thw"][0].prod()) // 4 > 1280
+
+
+def test_compile_is_refused_at_start_for_a_family_other_than_kosmos2(checkpoints: dict[str, Path]) -> None:
+    from shared.core.settings import Settings
+    from workers.captioning.families.registry import load_for_settings
+
+    settings = Settings(caption_model=str(checkpoints["llava"]), compile=True)
+    with pytest.raises(ConfigError, match="--compile supports Kosmos-2 only, not llava"):
+        load_for_settings(settings, device=CPU, dtype=torch.float32)
