@@ -27,7 +27,7 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         "caption_model",
         {
             "help": "caption model hub id or local folder: Kosmos-2 (default), Florence-2, "
-            "Qwen2.5-VL/Qwen3-VL, LLaVA/LLaVA-OneVision, Idefics3/SmolVLM"
+            "Qwen2.5-VL/Qwen3-VL, LLaVA/LLaVA-OneVision, Idefics3/SmolVLM, BLIP-2"
         },
     ),
     (
@@ -40,8 +40,8 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         "prompt",
         {
             "action": "append",
-            "help": "preset (detailed, brief, grounded-detailed) or free text; repeat it to caption "
-            "with several prompts, the best CLIP score wins",
+            "help": "preset (detailed, brief, grounded-detailed: each caption family sends its own "
+            "form) or free text; repeat it to caption with several prompts, the best score wins",
         },
     ),
     (("--max-new-tokens",), "max_new_tokens", {"type": int, "help": "caption length cap (128)"}),
