@@ -163,3 +163,15 @@ def test_compile_is_refused_at_start_for_a_family_other_than_kosmos2(checkpoints
     settings = Settings(caption_model=str(checkpoints["llava"]), compile=True)
     with pytest.raises(ConfigError, match="--compile supports Kosmos-2 only, not llava"):
         load_for_settings(settings, device=CPU, dtype=torch.float32)
+
+
+def test_a_chat_checkpoint_without_a_chat_template_is_refused_at_start(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    bare = tmp_path / "llava-base"
+    shutil.copytree(checkpoints["llava"], bare)
+    (bare / "chat_template.jinja").unlink()
+    with pytest.raises(ConfigError, match=r"\(llava\) has no chat template"):
+        _load(bare)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from shared.core.errors import ConfigError
 from workers.captioning.captioner import Caption
 from workers.captioning.families.base import (
     decoding_kwargs,
@@ -75,6 +76,12 @@ class ChatCaptioner:
             device=device,
             dtype=dtype,
         )
+        if not getattr(self.processor, "chat_template", None):
+            # Found at start rather than on every job: without it no prompt can be built.
+            raise ConfigError(
+                f"caption model {source} ({self.family}) has no chat template: pass a chat "
+                f"(instruct) checkpoint, or one whose folder holds chat_template.jinja"
+            )
         self.processor.tokenizer.padding_side = "left"
         self.cap_image_tokens(max_image_tokens)
         self._templates: dict[str, str] = {}
