@@ -22,15 +22,26 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--errors-dir",), "errors_dir", {"help": "unreadable inputs (default: beside the output folder)"}),
     (("--state-dir",), "state_dir", {"help": "embedded Redis data and logs (default .kcap)"}),
     (("--input-mode",), "input_mode", {"choices": ["copy", "move"], "help": "copy (default) or move inputs"}),
-    (("--caption-model",), "caption_model", {"help": "Kosmos-2 hub id or local folder"}),
-    (("--clip-model",), "clip_model", {"help": "CLIP hub id or local folder"}),
+    (
+        ("--caption-model",),
+        "caption_model",
+        {
+            "help": "caption model hub id or local folder: Kosmos-2 (default), Florence-2, "
+            "Qwen2.5-VL/Qwen3-VL, LLaVA/LLaVA-OneVision, Idefics3/SmolVLM, BLIP-2"
+        },
+    ),
+    (
+        ("--clip-model",),
+        "clip_model",
+        {"help": "scorer hub id or local folder: CLIP (default), SigLIP or SigLIP 2"},
+    ),
     (
         ("--prompt",),
         "prompt",
         {
             "action": "append",
-            "help": "preset (detailed, brief, grounded-detailed) or free text; repeat it to caption "
-            "with several prompts, the best CLIP score wins",
+            "help": "preset (detailed, brief, grounded-detailed: each caption family sends its own "
+            "form) or free text; repeat it to caption with several prompts, the best score wins",
         },
     ),
     (("--max-new-tokens",), "max_new_tokens", {"type": int, "help": "caption length cap (128)"}),
@@ -52,7 +63,22 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     ),
     (("--metrics-port",), "metrics_port", {"type": int, "help": "Prometheus port per process (0: off)"}),
     (("--stop-timeout-s",), "stop_timeout_s", {"type": float, "help": "warm shutdown limit (30)"}),
-    (("--threshold",), "threshold", {"type": float, "help": "CLIP score under which images fail (15)"}),
+    (
+        ("--threshold",),
+        "threshold",
+        {
+            "type": float,
+            "help": "score under which images fail (the scorer family's default: CLIP 15, SigLIP 0.1)",
+        },
+    ),
+    (
+        ("--threshold-family",),
+        "threshold_family",
+        {
+            "choices": ["clip", "siglip", "siglip2"],
+            "help": "the scorer family --threshold is for (default: the family of --clip-model)",
+        },
+    ),
     (
         ("--route-score",),
         "route_score",
@@ -65,6 +91,11 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
     (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),
     (("--batch-size",), "batch_size", {"type": int, "help": "images per batch (16)"}),
+    (
+        ("--max-image-tokens",),
+        "max_image_tokens",
+        {"type": int, "help": "cap on image tokens per image for dynamic-resolution caption models (1280)"},
+    ),
     (("--batch-wait-ms",), "batch_wait_ms", {"type": int, "help": "longest wait to fill a batch (50)"}),
     (("--stable-after-s",), "stable_after_s", {"type": float, "help": "seconds a file must be still (1.0)"}),
     (

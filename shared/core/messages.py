@@ -26,6 +26,9 @@ _JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 # 2: a job's caption options travel as one nested object ("options").
 # 3: the original script's score routes by default (options.route_score); a result carries
 #    both scores, so a worker and a router of different versions refuse each other's messages.
+# 4: a result names its caption and scorer families, and its score_method may be a sigmoid
+#    family's own statistic ("sigmoid"); thresholds are per scorer family. A job's image may
+#    be stored beside the message (image_stored, shared.core.blobs).
 SCHEMA_VERSION = 4
 
 
@@ -211,7 +214,7 @@ class Result(_Message):
     entities: list[dict[str, Any]] = field(default_factory=list)
     # The score that routes: compared with the threshold. score_method says which it is.
     score: float | None = None
-    score_method: str = ""
+    score_method: str = ""  # a shared.core.scoring.Statistic
     # Both scores (shared.core.scoring.ScoreMethod): the original script's, over `slices`
     # 77-character slices, and kcap's, over `chunks` sentence-packed token chunks.
     score_original: float | None = None
@@ -221,7 +224,9 @@ class Result(_Message):
     chunks: int = 0
     caption_model: str = ""
     clip_model: str = ""
-    prompt: str = ""
+    caption_family: str = ""  # workers.captioning.families: "kosmos-2", "florence-2", ...
+    score_family: str = ""  # the scorer family (ScorerFamily) whose threshold routes the score
+    prompt: str = ""  # the prompt in the caption family's own form, as it was sent
     width: int = 0
     height: int = 0
     timings: dict[str, float] = field(default_factory=dict)

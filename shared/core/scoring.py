@@ -22,3 +22,24 @@ class ScoreMethod(StrEnum):
 
 
 SCORE_METHODS: tuple[str, ...] = tuple(method.value for method in ScoreMethod)
+
+
+class Statistic(StrEnum):
+    """What a record's routing score is: a ScoreMethod's, or a sigmoid family's own."""
+
+    ORIGINAL = ScoreMethod.ORIGINAL.value
+    SENTENCE_CHUNKS = ScoreMethod.SENTENCE_CHUNKS.value
+    # SigLIP / SigLIP 2: sigmoid(logit_scale x cosine + logit_bias) per sentence chunk (a
+    # match probability the model was trained to give), averaged over the chunks.
+    SIGMOID = "sigmoid"
+
+
+class ScorerFamily(StrEnum):
+    """The scorer families `--clip-model` takes, by the checkpoint's model_type."""
+
+    CLIP = "clip"
+    SIGLIP = "siglip"
+    SIGLIP2 = "siglip2"
+
+
+SCORER_FAMILIES: tuple[str, ...] = tuple(family.value for family in ScorerFamily)

@@ -18,7 +18,7 @@ from shared.core.keys import Keys, keys_for
 from shared.core.messages import CaptionOptions
 from shared.core.prompts import resolve_prompts
 from shared.core.redaction import mask_url_passwords
-from shared.core.scoring import SCORE_METHODS, ScoreMethod
+from shared.core.scoring import SCORE_METHODS, SCORER_FAMILIES, ScoreMethod
 
 DEFAULT_CAPTION_MODEL = "microsoft/kosmos-2-patch14-224"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
@@ -37,6 +37,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "input_mode": ("copy", "move"),
     "existing": ("skip", "overwrite", "append", "prepend"),
     "route_score": SCORE_METHODS,
+    "threshold_family": ("", *SCORER_FAMILIES),
 }
 
 
@@ -72,7 +73,12 @@ class Settings:
     trim_partial: bool = False  # cut a trailing sentence that the token limit cut short
     # Which CLIP score is compared with the threshold (shared.core.scoring.ScoreMethod).
     route_score: str = ScoreMethod.ORIGINAL.value
-    threshold: float = 15.0
+    # A score under the threshold goes to clip-failed. None: the scorer family's default
+    # (shared.core.thresholds; CLIP's is the original script's 15). A number given here is
+    # for threshold_family's scores only: another family's scores never route against it.
+    threshold: float | None = None
+    # "": the family of clip_model, as the storage host can tell (shared.core.thresholds).
+    threshold_family: str = ""
     # Dataset outputs.
     caption_ext: str = ".txt"
     caption_prefix: str = ""
@@ -85,6 +91,10 @@ class Settings:
     batch_wait_ms: int = 50
     # torch.compile the caption model at worker start (slower start, faster batches).
     compile: bool = False
+    # At most this many image tokens per image for dynamic-resolution caption models (Qwen-VL,
+    # SmolVLM/Idefics3, LLaVA-OneVision): a bigger photo is shrunk first, so one 24 MP photo
+    # cannot take the whole GPU. Fixed-size families (Kosmos-2, Florence-2, LLaVA) ignore it.
+    max_image_tokens: int = 1280
     # Producer.
     stable_after_s: float = 1.0
     # An image that fails to decode is filed in errors only once its file has been still this
@@ -140,6 +150,7 @@ class Settings:
             "max_file_bytes",
             "max_pixels",
             "max_worker_deaths",
+            "max_image_tokens",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -67,6 +67,7 @@ def test_the_record_names_every_score_and_which_one_routed(roots: Settings) -> N
     result = replace(
         _result("a.jpg", b"abc", score=16.5),
         score_method="original",
+        score_family="clip",
         score_original=16.5,
         score_sentence_chunks=14.25,
         clipscore=0.35,
@@ -78,6 +79,7 @@ def test_the_record_names_every_score_and_which_one_routed(roots: Settings) -> N
     assert {k: record[k] for k in record if k.startswith("clip") and k != "clip_model"} == {
         "clip_score": 16.5,
         "clip_score_method": "original",
+        "clip_score_family": "clip",
         "clip_score_original": 16.5,
         "clip_score_sentence_chunks": 14.25,
         "clipscore": 0.35,

@@ -11,6 +11,7 @@ from shared.core.logs import _RedactingFilter
 from shared.core.prompts import DEFAULT_PROMPT
 from shared.core.redaction import mask_url_passwords
 from shared.core.settings import Settings
+from shared.core.thresholds import Thresholds
 
 
 def test_defaults_carry_over_from_the_original_script() -> None:
@@ -20,7 +21,9 @@ def test_defaults_carry_over_from_the_original_script() -> None:
     assert settings.prompts == [DEFAULT_PROMPT]
     assert DEFAULT_PROMPT.startswith("Give a detailed description of this image")
     assert settings.max_new_tokens == 128
-    assert settings.threshold == 15.0
+    # No threshold given: each scorer family's default, and CLIP's is the original script's 15.
+    assert settings.threshold is None and settings.threshold_family == ""
+    assert Thresholds(settings.threshold, given_for="clip").for_family("clip") == 15.0
     assert settings.input_mode == "copy"
     # The original script's score routes, and its caption text is kept as it came.
     assert settings.route_score == "original"

@@ -11,18 +11,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
-from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
+from workers.captioning.captioner import Caption, with_pixel_boxes
 from workers.captioning.decode import draft_to_short_side, load_image, open_image, upright_size
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
+from workers.captioning.families.base import CaptionAdapter
+from workers.captioning.families.registry import load_for_settings
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
 from workers.captioning.presize import presize
-from workers.captioning.scorer import Score, Scorer
+from workers.captioning.scorer import Score
+from workers.captioning.scorers.base import ScorerAdapter
+from workers.captioning.scorers.registry import load_scorer as load_family_scorer
 from workers.captioning.text_cleanup import clean_caption
 
 log = logging.getLogger(__name__)
@@ -37,8 +42,8 @@ class Prepared:
     """One decoded, preprocessed image, ready for a batch."""
 
     job_id: str
-    caption_pixels: torch.Tensor
-    clip_pixels: torch.Tensor | None
+    caption_pixels: Any  # what the caption family's preprocess made (pixels, or a capped image)
+    clip_pixels: Any  # what the scorer family's preprocess made; None when not scored
     width: int
     height: int
     decode_s: float
@@ -82,19 +87,24 @@ def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Captio
     return Caption(text=text, entities=entities, truncated=caption.truncated)
 
 
+def _image_processor(model: object) -> object:
+    """A model's image processor, for presize; None where a family has none to show."""
+    return getattr(getattr(model, "processor", None), "image_processor", None)
+
+
 class Engine:
     """The models of one worker process and the batch pipeline over them."""
 
     def __init__(
         self,
-        captioner: Captioner,
-        load_scorer: Callable[[], Scorer],
+        captioner: CaptionAdapter,
+        load_scorer: Callable[[], ScorerAdapter],
         *,
         max_pixels: int,
         max_aspect_ratio: float = 0.0,
         pixel_budget: int | None = None,
         fast_decode: bool = False,
-        scorer: Scorer | None = None,
+        scorer: ScorerAdapter | None = None,
     ) -> None:
         self.captioner = captioner
         self.max_pixels = max_pixels
@@ -119,14 +129,10 @@ class Engine:
         device = pick_device()
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()
-        captioner = Captioner(settings.caption_model, device=device, dtype=dtype)
-        if settings.compile:
-            from workers.captioning.compiling import compile_captioner
+        captioner = load_for_settings(settings, device=device, dtype=dtype)  # by the checkpoint's family
 
-            compile_captioner(captioner, prompt=settings.prompts[0])
-
-        def load_scorer() -> Scorer:
-            return Scorer(settings.clip_model, device=device, dtype=dtype)
+        def load_scorer() -> ScorerAdapter:
+            return load_family_scorer(settings.clip_model, device=device, dtype=dtype)  # by its family
 
         engine = cls(
             captioner,
@@ -148,7 +154,7 @@ class Engine:
         )
         return engine
 
-    def scorer(self) -> Scorer:
+    def scorer(self) -> ScorerAdapter:
         if self._scorer is None:
             with self._scorer_lock:
                 if self._scorer is None:
@@ -174,9 +180,9 @@ class Engine:
             draft_to_short_side(opened, FAST_DECODE_SHORT_SIDE)
         with self.pixels.hold(pixels):
             image = load_image(opened)
-            processors = [self.captioner.processor.image_processor]
+            processors = [_image_processor(self.captioner)]
             if job.options.score:
-                processors.append(self.scorer().processor.image_processor)
+                processors.append(_image_processor(self.scorer()))
             # Each processor's resize done once, up front: bit-identical pixel values.
             shrunk = presize(image, processors)
             caption_pixels = self.captioner.preprocess(shrunk[0])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from shared.core.scoring import ORIGINAL_SLICE_CHARS, ScoreMethod
+from shared.core.scoring import ORIGINAL_SLICE_CHARS, ScoreMethod, Statistic
 from workers.captioning.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,31 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 @dataclass(frozen=True)
 class Score:
-    original: float  # mean logits_per_image over the 77-character slices
+    original: float | None  # mean logits_per_image over the 77-character slices; CLIP only
     sentence_chunks: float  # 100 x mean cosine over the sentence chunks
     clipscore: float  # 2.5 x max(mean cosine over the sentence chunks, 0)
     slices: int
     chunks: int
+    # A sigmoid family's own statistic (SigLIP): the mean match probability over the
+    # sentence chunks. None for CLIP.
+    sigmoid: float | None = None
+    family: str = "clip"  # the scorer family (shared.core.scoring.ScorerFamily)
 
     def routing(self, method: str) -> float:
         """The score that is compared with the threshold."""
-        return self.original if method == ScoreMethod.ORIGINAL else self.sentence_chunks
+        if method != ScoreMethod.ORIGINAL:
+            return self.sentence_chunks
+        if self.original is not None:
+            return self.original
+        # The original script's statistic exists for CLIP only; a sigmoid family's default
+        # is its own probability-like score.
+        return self.sigmoid if self.sigmoid is not None else self.sentence_chunks
+
+    def statistic(self, method: str) -> str:
+        """Which statistic routing(method) is, as the record names it."""
+        if method == ScoreMethod.ORIGINAL and self.original is None and self.sigmoid is not None:
+            return Statistic.SIGMOID.value
+        return method
 
 
 def original_slices(caption: str) -> list[str]:
@@ -98,6 +114,8 @@ def _pack(pieces: list[tuple[str, int]], *, budget: int) -> list[str]:
 
 class Scorer:
     """One CLIP model and processor, loaded once per worker process."""
+
+    family = "clip"
 
     def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import CLIPModel

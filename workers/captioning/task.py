@@ -107,7 +107,7 @@ def caption_job(
         caption=chosen.text,
         entities=[asdict(e) for e in chosen.entities],
         score=chosen.score,
-        score_method=options.route_score if chosen.score is not None else "",
+        score_method=chosen.scores.statistic(options.route_score) if chosen.scores is not None else "",
         score_original=chosen.score_original,
         score_sentence_chunks=chosen.score_sentence_chunks,
         clipscore=chosen.clipscore,
@@ -115,7 +115,9 @@ def caption_job(
         chunks=chosen.chunks,
         caption_model=engine.captioner.source,
         clip_model=engine.scorer_source if chosen.score is not None else "",
-        prompt=options.prompts[best],
+        caption_family=engine.captioner.family,
+        score_family=chosen.scores.family if chosen.scores is not None else "",
+        prompt=engine.captioner.prompt_for(options.prompts[best]),
         width=prepared.width,
         height=prepared.height,
         timings={
@@ -126,7 +128,7 @@ def caption_job(
         worker=worker,
         captions=[
             {
-                "prompt": prompt,
+                "prompt": engine.captioner.prompt_for(prompt),
                 "caption": d.text,
                 "entities": [asdict(e) for e in d.entities],
                 "clip_score": d.score,

@@ -35,6 +35,7 @@ from shared.core.naming import (
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
+from shared.core.thresholds import Thresholds, scorer_family_of
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
 from workers.routing.metadata import MetadataLog
 
@@ -90,13 +91,19 @@ class Router:
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
         # A route worker killed mid-write left temp files; a start is the moment to clear them.
         sweep_leftovers(self.roots.values())
+        # Per scorer family; warns at start when --threshold was given for another family.
+        self.thresholds = Thresholds(
+            settings.threshold, given_for=settings.threshold_family or scorer_family_of(settings.clip_model)
+        )
+        if settings.score_enabled:
+            self.thresholds.check_start(settings.clip_model)
 
     def outcome_for(self, result: Result) -> Outcome:
         if not result.ok or self._sidecar_refusal(result):
             return ERRORS
         if not self.settings.score_enabled or result.score is None:
             return OUTPUT
-        return OUTPUT if result.score >= self.settings.threshold else CLIP_FAILED
+        return OUTPUT if result.score >= self.thresholds.for_family(result.score_family) else CLIP_FAILED
 
     def _sidecar_refusal(self, result: Result) -> str:
         return sidecar_name_refusal(
@@ -294,9 +301,11 @@ class Router:
             "clipscore": result.clipscore,
             "clip_slices": result.slices,
             "clip_chunks": result.chunks,
-            "threshold": self.settings.threshold if self.settings.score_enabled else None,
+            "threshold": self._threshold(result),
+            "clip_score_family": result.score_family or None,  # whose threshold routed it
             "outcome": outcome.value,
             "caption_model": result.caption_model,
+            "caption_family": result.caption_family or None,
             "clip_model": result.clip_model if result.score is not None else None,
             "prompt": result.prompt,
             "width": result.width,
@@ -308,6 +317,12 @@ class Router:
             "enqueued_at": result.enqueued_at,
             "routed_at": time.time(),
         }
+
+    def _threshold(self, result: Result) -> float | None:
+        """The threshold this result's score was compared with (None: it was not scored)."""
+        if not self.settings.score_enabled or result.score is None:
+            return None
+        return self.thresholds.for_family(result.score_family)
 
     def _error_record(self, result: Result, placement: Placement) -> dict[str, Any]:
         return {

@@ -1,0 +1,1 @@
+"""Captioners by family: one adapter module per model family, chosen by the checkpoint's model_type."""

@@ -1,0 +1,114 @@
+"""What every captioner adapter offers the engine, and the prompt presets each family maps.
+
+The contract (the shape the Kosmos-2 captioner has had from the start):
+
+- ``preprocess(image)`` runs in Celery's pool threads, on the CPU, once per image, and
+  returns whatever that family's forward needs (pixels, or a resized image when the
+  processor must see the text and the image together).
+- ``forward(items, prompt=..., **decoding)`` is the only call that touches the device. It
+  gets one batch of preprocessed items that share one prompt, decodes greedily unless
+  told otherwise, and returns only the newly generated token ids, on the CPU.
+- ``postprocess(new_ids, max_new_tokens=...)`` turns those ids into Captions (text,
+  entities where the family grounds them, and whether the token limit cut them short).
+- ``prompt_for(prompt)`` is the prompt in the family's own form: the one actually sent,
+  which the record shows.
+
+A job carries its prompt as text (the storage host resolves presets in Kosmos-2's form,
+as it always has), so a family recognises a preset by that text and maps it to its own
+form; any other text is the user's free text and is used as written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from PIL import Image
+
+from shared.core.prompts import PRESETS
+from workers.captioning.captioner import Caption
+
+# Kosmos-2's preset text -> the preset's name, to recognise a preset in a job's prompt.
+_PRESET_BY_TEXT: dict[str, str] = {text: name for name, text in PRESETS.items()}
+# Grounding is Kosmos-2's; every other family reads it as its detailed form.
+_PRESET_FALLBACK: dict[str, str] = {"grounded-detailed": "detailed"}
+
+
+def preset_name(prompt: str) -> str | None:
+    """The preset this prompt is (by name or by its Kosmos-2 text), or None for free text."""
+    stripped = prompt.strip()
+    if stripped in PRESETS:
+        return stripped
+    return _PRESET_BY_TEXT.get(stripped)
+
+
+def family_prompt(prompt: str, forms: dict[str, str]) -> str:
+    """The family's own form of a preset (``forms`` maps detailed/brief), else the text."""
+    name = preset_name(prompt)
+    if name is None:
+        return prompt
+    name = name if name in forms else _PRESET_FALLBACK.get(name, name)
+    return forms.get(name, prompt)
+
+
+class CaptionAdapter(Protocol):
+    """One caption model and its processor, loaded once per worker process."""
+
+    source: str
+    family: str  # the family's name as the README and the record give it ("kosmos-2", ...)
+
+    def preprocess(self, image: Image.Image) -> Any: ...
+
+    def forward(
+        self,
+        items: list[Any],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> Any: ...
+
+    def postprocess(self, new_ids: Any, *, max_new_tokens: int | None = None) -> list[Caption]: ...
+
+    def prompt_for(self, prompt: str) -> str: ...
+
+
+def decoding_kwargs(
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int | None,
+    num_beams: int,
+    repetition_penalty: float,
+    no_repeat_ngram_size: int,
+) -> dict[str, Any]:
+    """generate()'s decoding arguments, greedy unless asked otherwise (as Kosmos-2's are)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "num_beams": num_beams,
+        "use_cache": True,
+    }
+    if repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+    if min_new_tokens is not None:
+        kwargs["min_new_tokens"] = min_new_tokens
+    return kwargs
+
+
+def truncated_rows(new_ids: Any, *, eos_ids: set[int], max_new_tokens: int | None) -> list[bool]:
+    """Per row: the row is full and holds no end token (the limit cut it short)."""
+    rows = new_ids.tolist()
+    if not max_new_tokens:
+        return [False] * len(rows)
+    return [len(row) >= max_new_tokens and not (eos_ids & set(row)) for row in rows]
+
+
+def eos_ids_of(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return set(eos if isinstance(eos, list) else [eos])

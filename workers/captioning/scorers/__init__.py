@@ -1,0 +1,1 @@
+"""Scorers by family: CLIP (workers.captioning.scorer), SigLIP and SigLIP 2, chosen by model_type."""

@@ -1,0 +1,110 @@
+"""A random Idefics3 checkpoint: SigLIP-style vision tower, Llama decoder, image tiles.
+
+The processor tiles a photo (longest edge up to 64 px, tiles of 32 px) and adds a global
+view, so images of different sizes give rows of different lengths: what left padding and
+the image-token cap are tested against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import torch
+from transformers import (
+    GenerationConfig,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
+)
+
+from workers.tiny.common import SEED
+from workers.tiny.words import mute_all_but_words, word_tokenizer
+
+_GRID: Final = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
+_SPECIALS: Final = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *_GRID,
+)
+_PAD, _BOS, _EOS = 0, 1, 3
+_TILE: Final = 32
+_PATCH: Final = 8
+_SCALE: Final = 2
+# (32 / 8)^2 patches, merged 2 x 2 by the pixel shuffle.
+IMAGE_SEQ_LEN: Final = (_TILE // _PATCH) ** 2 // _SCALE**2
+# Idefics3's own template form: "User:<image> text<end_of_utterance>\nAssistant:".
+_TEMPLATE: Final = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %} {{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>"
+    "{% elif item['type'] == 'text' %} {{ item['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def idefics3_processor() -> Idefics3Processor:
+    tokenizer = word_tokenizer(
+        _SPECIALS,
+        bos="<|im_start|>",
+        eos="<end_of_utterance>",
+        pad="<|endoftext|>",
+        extra_text=("user assistant describe this image in one short sentence.",),
+        extra_special={"image_token": "<image>"},
+        chat=_TEMPLATE,
+    )
+    images = Idefics3ImageProcessorPil(
+        size={"longest_edge": 2 * _TILE}, max_image_size={"longest_edge": _TILE}, do_image_splitting=True
+    )
+    return Idefics3Processor(
+        image_processor=images, tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=_TEMPLATE
+    )
+
+
+def build_idefics3(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    processor = idefics3_processor()
+    tokenizer = processor.tokenizer
+    config = Idefics3Config(
+        vision_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "image_size": _TILE,
+            "patch_size": _PATCH,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "intermediate_size": 128,
+            "tie_word_embeddings": False,
+            "initializer_range": 0.1,
+            "pad_token_id": _PAD,
+            "bos_token_id": _BOS,
+            "eos_token_id": _EOS,
+        },
+        scale_factor=_SCALE,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(SEED)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    mute_all_but_words(model.get_output_embeddings(), tokenizer)
+    model.generation_config = GenerationConfig(
+        do_sample=False, num_beams=1, bos_token_id=_BOS, eos_token_id=_EOS, pad_token_id=_PAD
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+    return out_dir
