@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_the_demo_builds_its_models_and_images_and_routes_every_one(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KCAP_")}
     demo = tmp_path / "demo"

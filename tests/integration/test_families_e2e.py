@@ -23,10 +23,11 @@ from workers.tiny.families import CAPTIONERS, SCORERS
 # Every caption family with a scorer family, so each of both kinds runs once at least.
 PAIRS = [
     ("florence-2", "siglip"),
-    ("llava", "siglip2"),
-    ("idefics3", "clip"),
-    ("blip-2", "siglip2"),
-    ("kosmos-2", "siglip"),
+    # The others are slow (about 7 s each); `make test` keeps one run of a new family.
+    pytest.param("llava", "siglip2", marks=pytest.mark.slow),
+    pytest.param("idefics3", "clip", marks=pytest.mark.slow),
+    pytest.param("blip-2", "siglip2", marks=pytest.mark.slow),
+    pytest.param("kosmos-2", "siglip", marks=pytest.mark.slow),
 ]
 # What each caption family's "detailed" preset is sent as.
 DETAILED = {
@@ -41,7 +42,7 @@ DETAILED = {
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("family-models")
-    wanted = {name for pair in PAIRS for name in pair}
+    wanted = {name for pair in PAIRS for name in (pair.values if hasattr(pair, "values") else pair)}
     return {name: build(root / name) for name, build in {**CAPTIONERS, **SCORERS}.items() if name in wanted}
 
 

@@ -158,6 +158,7 @@ def _mount_tmpfs(path: Path, size: str) -> None:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
 
 
+@pytest.mark.slow
 def test_a_read_only_output_disk_is_retried_and_the_input_stays(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes, tmp_path: Path
 ) -> None:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources, write_slowly
@@ -61,6 +63,7 @@ def test_image_bytes_under_sidecar_names_go_to_errors_and_nothing_is_clobbered(
     assert _all_files(settings.input_dir) == []
 
 
+@pytest.mark.slow
 def test_a_writer_pausing_longer_than_the_stability_wait_gets_one_outcome_and_no_errors(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:

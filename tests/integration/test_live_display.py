@@ -14,6 +14,8 @@ import termios
 import threading
 from collections.abc import Callable
 
+import pytest
+
 from shared.core.settings import Settings
 from tests.conftest import REPO
 from tests.integration.helpers import drop_images, routed_sources
@@ -74,6 +76,7 @@ def test_the_terminal_shows_counts_and_the_log_files_hold_each_image(
     assert "Task kcap.route[" in (logs / "router.log").read_text()
 
 
+@pytest.mark.slow
 def test_log_level_debug_puts_every_line_on_the_terminal_too(
     make_settings: Callable[..., Settings],
 ) -> None:

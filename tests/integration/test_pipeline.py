@@ -9,6 +9,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources, write_slowly
@@ -99,6 +101,7 @@ def test_kcap_run_processes_the_backlog_exits_and_a_restart_skips_what_is_done(
     assert {r["_path"]: r["routed_at"] for r in again["clip_failed"]} == stamps  # nothing redone
 
 
+@pytest.mark.slow
 def test_several_prompts_each_get_a_score_and_the_best_routes(
     make_settings: Callable[..., Settings], procs: Processes
 ) -> None:
