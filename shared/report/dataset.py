@@ -40,9 +40,16 @@ class Row:
     job_id: str | None = None
     source: str | None = None
     caption: str | None = None  # the final text (the record's "text", else its "caption")
-    clip_score: float | None = None
+    clip_score: float | None = None  # the score compared with the threshold
+    clip_score_method: str | None = None  # which statistic that is (original, sentence-chunks, sigmoid)
+    clip_score_original: float | None = None
+    clip_score_sentence_chunks: float | None = None
     clipscore: float | None = None
     threshold: float | None = None
+    caption_model: str | None = None
+    caption_family: str | None = None
+    clip_model: str | None = None
+    clip_score_family: str | None = None
     width: int | None = None
     height: int | None = None
     entities: list[Entity] = field(default_factory=list)
@@ -146,8 +153,15 @@ def _row(root_name: Outcome, root: Path, record_path: Path, record: Mapping[str,
         source=_str(record.get("source")),
         caption=_str(record.get("text")) if "text" in record else _str(record.get("caption")),
         clip_score=_number(record.get("clip_score")),
+        clip_score_method=_str(record.get("clip_score_method")),
+        clip_score_original=_number(record.get("clip_score_original")),
+        clip_score_sentence_chunks=_number(record.get("clip_score_sentence_chunks")),
         clipscore=_number(record.get("clipscore")),
         threshold=_number(record.get("threshold")),
+        caption_model=_str(record.get("caption_model")),
+        caption_family=_str(record.get("caption_family")),
+        clip_model=_str(record.get("clip_model")),
+        clip_score_family=_str(record.get("clip_score_family")),
         width=_int(record.get("width")),
         height=_int(record.get("height")),
         entities=_entities(record.get("entities")),
