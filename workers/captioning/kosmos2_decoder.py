@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from workers.captioning.device import is_out_of_memory
 from workers.captioning.kosmos2_step import Kosmos2DecodeStep
 from workers.captioning.kv_cache import StaticKVCache
 
 log = logging.getLogger(__name__)
+
+# (tokens, lengths) -> next tokens, each of shape (slots,): the eager or the compiled step.
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # The cache length is rounded up to this, so prompts of slightly different lengths share one
 # cache (and one compiled step) instead of each reallocating it.
@@ -72,7 +74,7 @@ class Kosmos2Decoder:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,
         *,
         slots: int,
         eos_token_ids: Sequence[int],
@@ -90,16 +92,21 @@ class Kosmos2Decoder:
         self.device = parameter.device
         self.dtype = parameter.dtype
         self._cache: StaticKVCache | None = None
-        self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self._step: Step | None = None
         self.stats = DecodeStats()
 
     # -- the cache and the step ---------------------------------------------
-    def _ensure_cache(self, max_len: int) -> tuple[StaticKVCache, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    def _ensure_cache(self, max_len: int) -> tuple[StaticKVCache, Step]:
         cache = self._cache
-        if cache is not None and cache.slots == self.slots and cache.max_len >= max_len and self._step is not None:
+        if (
+            cache is not None
+            and cache.slots == self.slots
+            and cache.max_len >= max_len
+            and self._step is not None
+        ):
             return cache, self._step
         self._release()
-        text_config = self.model.config.text_config  # type: ignore[union-attr]
+        text_config = self.model.config.text_config
         heads = int(text_config.attention_heads)
         length = -(-max_len // _LENGTH_QUANTUM) * _LENGTH_QUANTUM
         cache = StaticKVCache(
@@ -112,7 +119,7 @@ class Kosmos2Decoder:
             dtype=self.dtype,
         )
         step_module = Kosmos2DecodeStep(self.model, cache)
-        step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = step_module
+        step: Step = step_module
         if self.compile_step:
             # CUDA: "reduce-overhead" captures the step as a CUDA graph, the whole point on a
             # GPU (one launch per step instead of one per op). CPU: plain inductor fusion.
@@ -141,8 +148,8 @@ class Kosmos2Decoder:
         """Vision tower, connector and prompt for `pixels` (n images), written into `slots`;
         returns each image's first new token."""
         n = len(slots)
-        image_embeds = self.model.get_image_features(pixels, return_dict=True).pooler_output  # type: ignore[operator]
-        text = self.model.text_model  # type: ignore[union-attr]
+        image_embeds = self.model.get_image_features(pixels, return_dict=True).pooler_output
+        text = self.model.text_model
         output = text.model(
             input_ids=prompt.input_ids.expand(n, -1).to(self.device),
             attention_mask=prompt.attention_mask.expand(n, -1).to(self.device),
@@ -170,7 +177,8 @@ class Kosmos2Decoder:
                 if not is_out_of_memory(exc) or self.slots == 1:
                     raise
                 log.warning(
-                    "out of memory in the static decoder at %d slots; halving to %d and running the %d images again",
+                    "out of memory in the static decoder at %d slots; "
+                    "halving to %d and running the %d images again",
                     self.slots,
                     self.slots // 2,
                     len(pixel_values),
@@ -240,3 +248,12 @@ class Kosmos2Decoder:
 
     def describe(self) -> dict[str, Any]:
         return {"slots": self.slots, "compiled": self.compile_step, "cache_bytes": self.cache_bytes}
+
+
+def pad_rows(rows: Sequence[Sequence[int]], *, pad_token_id: int) -> torch.Tensor:
+    """Rows of new ids as one tensor, padded on the right as `generate` pads finished rows."""
+    width = max((len(row) for row in rows), default=0)
+    out = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out

@@ -11,6 +11,8 @@ tokens out), so it compiles once, and on CUDA becomes one replayed graph.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional
@@ -21,13 +23,22 @@ from workers.captioning.kv_cache import StaticKVCache
 class Kosmos2DecodeStep(nn.Module):
     """The text decoder of a loaded Kosmos2ForConditionalGeneration, reading a static cache."""
 
-    def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
+    # Typed Any: transformers' modules are reached by attribute, which nn.Module's typing
+    # cannot follow.
+    embed_tokens: Any
+    layers: Any
+    final_norm: Any
+    lm_head: Any
+    positions: Any
+    key_index: Any
+
+    def __init__(self, model: Any, cache: StaticKVCache) -> None:
         super().__init__()
-        text = model.text_model.model  # type: ignore[union-attr]
+        text = model.text_model.model
         self.embed_tokens = text.embed_tokens
         self.layers = text.layers
         self.final_norm = text.layer_norm
-        self.lm_head = model.text_model.lm_head  # type: ignore[union-attr]
+        self.lm_head = model.text_model.lm_head
         self.embed_scale = float(text.embed_scale)
         self.padding_idx = int(text.embed_positions.padding_idx)
         self.cache = cache
@@ -56,14 +67,16 @@ class Kosmos2DecodeStep(nn.Module):
         hidden = hidden.unsqueeze(1)  # (slots, 1, embed)
         mask = (self.key_index.unsqueeze(0) <= lengths.unsqueeze(1)).view(slots, 1, 1, -1)
         for index, layer in enumerate(self.layers):
-            hidden = hidden + self._attend(layer.self_attn, layer.self_attn_layer_norm(hidden), index, rows, lengths, mask)
+            normed = layer.self_attn_layer_norm(hidden)
+            hidden = hidden + self._attend(layer.self_attn, normed, index, rows, lengths, mask)
             hidden = hidden + layer.ffn(layer.final_layer_norm(hidden))
         logits = self.lm_head(self.final_norm(hidden[:, 0]))
-        return logits.float().argmax(dim=-1)
+        next_tokens: torch.Tensor = logits.float().argmax(dim=-1)
+        return next_tokens
 
     def _attend(
         self,
-        attn: nn.Module,
+        attn: Any,
         hidden: torch.Tensor,
         layer: int,
         rows: torch.Tensor,
