@@ -225,6 +225,7 @@ class Result(_Message):
     # Every prompt's caption when several were asked for: prompt, caption, entities, scores.
     captions: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False  # the token limit cut the caption short
+    decoder: str = ""  # shared.core.decoding.Decoder: what wrote the caption
     # Only when ok is False.
     error_reason: str = ""
     error_class: str = ""

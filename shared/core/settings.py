@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from shared.core.decoding import DECODER_CHOICES
 from shared.core.errors import ConfigError
 from shared.core.keys import Keys, keys_for
 from shared.core.messages import CaptionOptions
@@ -37,6 +38,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "input_mode": ("copy", "move"),
     "existing": ("skip", "overwrite", "append", "prepend"),
     "route_score": SCORE_METHODS,
+    "decoder": DECODER_CHOICES,
 }
 
 
@@ -85,6 +87,13 @@ class Settings:
     batch_wait_ms: int = 50
     # torch.compile the caption model at worker start (slower start, faster batches).
     compile: bool = False
+    # auto: kcap's static-cache decoder for Kosmos-2 with greedy decoding (the same tokens as
+    # generate, faster), transformers' generate otherwise; generate: always generate.
+    decoder: str = "auto"
+    # Rows the static decoder decodes at once. 32 keeps the full model's weights (3.3 GB)
+    # plus its cache (32 x 256 positions x 24 layers x 2 x 2048 x 2 bytes = 1.6 GB) under
+    # 6 GB in bf16; CUDA out-of-memory halves it.
+    decoder_slots: int = 32
     # Producer.
     stable_after_s: float = 1.0
     max_in_flight: int = 256
@@ -125,6 +134,7 @@ class Settings:
             "max_file_bytes",
             "max_pixels",
             "max_worker_deaths",
+            "decoder_slots",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from shared.core.decoding import Decoder
 from shared.core.errors import ConfigError
+from workers.captioning.decoder_choice import choose_decoder
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ def compile_captioner(captioner: Any, *, prompt: str) -> None:
         blank = captioner.preprocess(Image.new("RGB", (64, 64), (127, 127, 127)))
         for size in _WARMUP_SIZES:
             captioner.forward([blank] * size, prompt=prompt, max_new_tokens=_WARMUP_TOKENS)
+        # kcap's static decoder compiles its own fixed-shape step (a CUDA graph on a GPU):
+        # build it now too, where it is the decoder greedy batches will use.
+        if choose_decoder(captioner.model, captioner.decoder_choice) is Decoder.KCAP_STATIC:
+            captioner.forward_static([blank] * 2, prompt=prompt, max_new_tokens=_WARMUP_TOKENS)
     except Exception as exc:
         raise ConfigError(
             f"--compile: torch.compile failed on this host ({type(exc).__name__}: "

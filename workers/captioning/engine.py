@@ -47,6 +47,7 @@ class Captioned:
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     scores: Score | None = None  # every score of the caption; None when not scored
+    decoder: str = ""  # shared.core.decoding.Decoder: which decoder wrote the caption
 
     @property
     def score_original(self) -> float | None:
@@ -104,7 +105,14 @@ class Engine:
         device = pick_device()
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()
-        captioner = Captioner(settings.caption_model, device=device, dtype=dtype)
+        captioner = Captioner(
+            settings.caption_model,
+            device=device,
+            dtype=dtype,
+            decoder=settings.decoder,
+            decoder_slots=settings.decoder_slots,
+            compile_decoder=settings.compile,
+        )
         if settings.compile:
             from workers.captioning.compiling import compile_captioner
 
@@ -174,7 +182,7 @@ class Engine:
 
     def _run(self, options: CaptionOptions, items: list[Prepared]) -> list[Captioned]:
         started = time.perf_counter()
-        new_ids = self.captioner.forward(
+        new_ids, decoder = self.captioner.caption_ids(
             [item.caption_pixels for item in items], prompt=options.prompt, **options.generate_kwargs()
         )
         captions = [
@@ -201,6 +209,7 @@ class Engine:
                 text=caption.text,
                 entities=caption.entities,
                 truncated=caption.truncated,
+                decoder=decoder.value,
                 score=score.routing(options.route_score) if score else None,
                 clipscore=score.clipscore if score else None,
                 chunks=score.chunks if score else 0,
