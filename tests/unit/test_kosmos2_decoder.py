@@ -120,10 +120,10 @@ def test_out_of_memory_halves_the_slots_and_loses_no_image(
     real_step = kosmos2_decoder.Kosmos2DecodeStep
 
     class SmallGpuStep(real_step):  # type: ignore[misc,valid-type]
-        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, span: int) -> torch.Tensor:
             if tokens.shape[0] > 4:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return super().forward(tokens, lengths)
+            return super().forward(tokens, lengths, span)
 
     monkeypatch.setattr(kosmos2_decoder, "Kosmos2DecodeStep", SmallGpuStep)
     prompt = PRESETS["detailed"]

@@ -30,8 +30,11 @@ from workers.captioning.kv_cache import StaticKVCache
 
 log = logging.getLogger(__name__)
 
-# (tokens, lengths) -> next tokens, each of shape (slots,): the eager or the compiled step.
-Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (tokens, lengths, span) -> next tokens, each of shape (slots,): the eager or compiled step.
+Step = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+# Attention reads the cache up to the longest busy row, rounded up to this many positions.
+_SPAN_QUANTUM = 32
 
 # The cache length is rounded up to this, so prompts of slightly different lengths share one
 # cache (and one compiled step) instead of each reallocating it.
@@ -124,6 +127,10 @@ class Kosmos2Decoder:
             # CUDA: "reduce-overhead" captures the step as a CUDA graph, the whole point on a
             # GPU (one launch per step instead of one per op). CPU: plain inductor fusion.
             mode = "reduce-overhead" if self.device.type == "cuda" else None
+            # span takes max_len / _SPAN_QUANTUM values: one graph each, built as they come.
+            torch._dynamo.config.recompile_limit = max(
+                torch._dynamo.config.recompile_limit, 2 * length // _SPAN_QUANTUM
+            )
             step = torch.compile(step_module, mode=mode, fullgraph=True, dynamic=False)
         self._cache, self._step = cache, step
         log.info(
@@ -192,14 +199,18 @@ class Kosmos2Decoder:
         if max_new_tokens < 1 or not pixel_values:
             return [[] for _ in pixel_values]
         cache, step = self._ensure_cache(prompt.length + max_new_tokens)
-        stats = DecodeStats(slots=self.slots)
+        # A compiled step keeps its one shape; an eager one runs only as many rows as there
+        # are images, so a small batch does not pay for idle slots.
+        width = self.slots if self.compile_step else min(self.slots, len(pixel_values))
+        stats = DecodeStats(slots=width)
         results: list[list[int]] = [[] for _ in pixel_values]
         waiting: deque[int] = deque(range(len(pixel_values)))
         owner: dict[int, int] = {}  # slot -> image index
-        tokens = torch.full((self.slots,), self.pad_token_id, dtype=torch.long, device=self.device)
-        lengths = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        tokens = torch.full((width,), self.pad_token_id, dtype=torch.long, device=self.device)
+        lengths = torch.zeros(width, dtype=torch.long, device=self.device)
+        host_lengths = [0] * width  # the same, on the host: the attention span needs no sync
         while waiting or owner:
-            free = [slot for slot in range(self.slots) if slot not in owner]
+            free = [slot for slot in range(width) if slot not in owner]
             if free and waiting:
                 taken = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
                 slots = free[: len(taken)]
@@ -215,23 +226,28 @@ class Kosmos2Decoder:
                 slot_index = torch.tensor(slots, device=self.device)
                 tokens[slot_index] = torch.tensor(firsts, device=self.device)
                 lengths[slot_index] = prompt.length
-                if len(owner) < self.slots and waiting:
+                for slot in slots:
+                    host_lengths[slot] = prompt.length
+                if len(owner) < width and waiting:
                     continue  # a row ended at its first token: fill its slot before stepping
             if not owner:
                 continue
             started = time.perf_counter()
-            next_tokens = step(tokens, lengths)
+            longest = max(host_lengths[slot] for slot in owner) + 1
+            span = min(-(-longest // _SPAN_QUANTUM) * _SPAN_QUANTUM, cache.max_len)
+            next_tokens = step(tokens, lengths, span)
             emitted: list[int] = next_tokens.tolist()  # the one host sync per step
             stats.step_s += time.perf_counter() - started
             stats.steps += 1
             stats.busy_slot_steps += len(owner)
             # Only busy slots advance; an idle slot keeps writing its stale position 0,
             # which the next prefill into it overwrites.
-            busy = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+            busy = torch.zeros(width, dtype=torch.long, device=self.device)
             busy[list(owner)] = 1
             tokens = next_tokens.clone()  # a CUDA graph reuses its output buffer on the next replay
             lengths = (lengths + busy) * busy
             for slot, image in list(owner.items()):
+                host_lengths[slot] += 1
                 results[image].append(emitted[slot])
                 if self._done(results[image], max_new_tokens):
                     del owner[slot]

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from workers.captioning.kv_cache import StaticKVCache
 
@@ -53,8 +52,13 @@ class Kosmos2DecodeStep(nn.Module):
         self.register_buffer("positions", table.to(self.embed_tokens.weight), persistent=False)
         self.register_buffer("key_index", torch.arange(cache.max_len, device=table.device), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, span: int) -> torch.Tensor:
         """tokens (slots,) are each slot's last token, written at position lengths (slots,).
+
+        Attention reads the first `span` cache positions (more than every busy row's length):
+        reading the whole preallocated cache every step would make a step cost what the
+        longest possible caption costs. The caller rounds span to a few values, so a compiled
+        step has one graph per value.
 
         Returns each slot's next token (argmax of the logits, ties to the lowest id as in
         generate). The caller advances lengths.
@@ -65,10 +69,10 @@ class Kosmos2DecodeStep(nn.Module):
         position = torch.where(tokens != self.padding_idx, lengths + self.padding_idx + 1, self.padding_idx)
         hidden = self.embed_tokens(tokens) * self.embed_scale + self.positions[position]
         hidden = hidden.unsqueeze(1)  # (slots, 1, embed)
-        mask = (self.key_index.unsqueeze(0) <= lengths.unsqueeze(1)).view(slots, 1, 1, -1)
+        mask = (self.key_index[:span].unsqueeze(0) <= lengths.unsqueeze(1)).view(slots, 1, 1, -1)
         for index, layer in enumerate(self.layers):
             normed = layer.self_attn_layer_norm(hidden)
-            hidden = hidden + self._attend(layer.self_attn, normed, index, rows, lengths, mask)
+            hidden = hidden + self._attend(layer.self_attn, normed, index, rows, lengths, mask, span)
             hidden = hidden + layer.ffn(layer.final_layer_norm(hidden))
         logits = self.lm_head(self.final_norm(hidden[:, 0]))
         next_tokens: torch.Tensor = logits.float().argmax(dim=-1)
@@ -82,15 +86,28 @@ class Kosmos2DecodeStep(nn.Module):
         rows: torch.Tensor,
         lengths: torch.Tensor,
         mask: torch.Tensor,
+        span: int,
     ) -> torch.Tensor:
         slots = hidden.shape[0]
         shape = (slots, self.heads, self.head_dim)
         query = attn.q_proj(hidden).view(shape).unsqueeze(2)
         keys, values = self.cache.keys(layer), self.cache.values(layer)
+        if slots < self.cache.slots:
+            # An eager caller with fewer images than slots runs fewer rows. (Never under
+            # compile: there the whole buffer is written in place, where a slice of it would
+            # make inductor copy the cache on every step.)
+            keys, values = keys[:slots], values[:slots]
         keys[rows, :, lengths] = attn.k_proj(hidden).view(shape)
         values[rows, :, lengths] = attn.v_proj(hidden).view(shape)
-        out = functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=attn.scaling)
-        out = out.transpose(1, 2).reshape(slots, 1, -1)
+        # One query per row: products and sums over the cache, and a softmax. (torch's fused
+        # CPU attention, and a batched matmul of one-row matrices, spend most of a step on
+        # this shape, which they are not made for; this is one pass over the cache.)
+        keys, values = keys[:, :, :span], values[:, :, :span]
+        scores = (query * keys).sum(dim=-1) * attn.scaling  # (slots, heads, span)
+        scores = scores.masked_fill(~mask.view(slots, 1, -1), torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1).unsqueeze(-1)
+        out = (weights * values).sum(dim=2)  # (slots, heads, head_dim)
+        out = out.reshape(slots, 1, -1)
         out = attn.inner_attn_ln(out)
         projected: torch.Tensor = attn.out_proj(out)
         return projected
