@@ -127,11 +127,9 @@ class Kosmos2Decoder:
             # CUDA: "reduce-overhead" captures the step as a CUDA graph, the whole point on a
             # GPU (one launch per step instead of one per op). CPU: plain inductor fusion.
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            # span takes max_len / _SPAN_QUANTUM values: one graph each, built as they come.
-            torch._dynamo.config.recompile_limit = max(
-                torch._dynamo.config.recompile_limit, 2 * length // _SPAN_QUANTUM
-            )
-            step = torch.compile(step_module, mode=mode, fullgraph=True, dynamic=False)
+            # dynamic: the attention span is a symbol, so one compile serves every span (on
+            # CUDA, one recorded graph per span value, which is cheap next to a compile).
+            step = torch.compile(step_module, mode=mode, fullgraph=True, dynamic=True)
         self._cache, self._step = cache, step
         log.info(
             "static KV cache: %d slots x %d positions, %.1f MiB (%s)",

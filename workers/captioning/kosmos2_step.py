@@ -6,7 +6,8 @@ sinusoidal position of a non-pad token (cache length + padding_idx + 1, the posi
 `create_position_ids_from_input_ids` gives it), pre-norm attention with the inner attention
 layer norm, the FFN with its inner layer norm, the final layer norm and the untied output
 head. Its inputs and outputs have the same shapes on every call (slots tokens in, slots
-tokens out), so it compiles once, and on CUDA becomes one replayed graph.
+tokens out); only the attention span (how far into the cache it reads) takes a few rounded
+values. So it compiles once, and on CUDA replays one recorded graph per span.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class Kosmos2DecodeStep(nn.Module):
 
         Attention reads the first `span` cache positions (more than every busy row's length):
         reading the whole preallocated cache every step would make a step cost what the
-        longest possible caption costs. The caller rounds span to a few values, so a compiled
-        step has one graph per value.
+        longest possible caption costs. The caller rounds span to a few values; a compiled
+        step treats it as a symbol (one compile for all of them).
 
         Returns each slot's next token (argmax of the logits, ties to the lowest id as in
         generate). The caller advances lengths.
