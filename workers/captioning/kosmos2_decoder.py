@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn import functional
 
 from workers.captioning.device import is_out_of_memory
 from workers.captioning.kosmos2_step import Kosmos2DecodeStep
@@ -153,7 +154,7 @@ class Kosmos2Decoder:
         """Vision tower, connector and prompt for `pixels` (n images), written into `slots`;
         returns each image's first new token."""
         n = len(slots)
-        image_embeds = self.model.get_image_features(pixels, return_dict=True).pooler_output
+        image_embeds = _image_embeds(self.model, pixels)
         text = self.model.text_model
         output = text.model(
             input_ids=prompt.input_ids.expand(n, -1).to(self.device),
@@ -163,7 +164,9 @@ class Kosmos2Decoder:
             use_cache=True,
         )
         index = torch.tensor(slots, device=self.device)
-        for layer, entry in enumerate(output.cache.layers):
+        # transformers 5 names the returned cache `cache` (older 5.x: `past_key_values`).
+        prefix = getattr(output, "cache", None) or output.past_key_values
+        for layer, entry in enumerate(prefix.layers):
             cache.write_prefix(layer, index, entry.keys, entry.values)
         logits = text.lm_head(output.last_hidden_state[:, -1])
         first: list[int] = logits.float().argmax(dim=-1).tolist()
@@ -262,6 +265,19 @@ class Kosmos2Decoder:
 
     def describe(self) -> dict[str, Any]:
         return {"slots": self.slots, "compiled": self.compile_step, "cache_bytes": self.cache_bytes}
+
+
+def _image_embeds(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """The connector's output: what transformers' Kosmos-2 `get_image_features` returns (the
+    vision tower's last state through post_layernorm, normalised, then the connector), done
+    by hand where an older transformers 5.x has no such method."""
+    if hasattr(model, "get_image_features"):
+        embeds: torch.Tensor = model.get_image_features(pixels, return_dict=True).pooler_output
+        return embeds
+    hidden = model.vision_model(pixel_values=pixels)[0]
+    hidden = functional.normalize(model.vision_model.model.post_layernorm(hidden), dim=-1)
+    embeds, _ = model.image_to_text_projection(hidden)
+    return embeds
 
 
 def pad_rows(rows: Sequence[Sequence[int]], *, pad_token_id: int) -> torch.Tensor:

@@ -51,7 +51,9 @@ class Kosmos2DecodeStep(nn.Module):
             cache.max_len + self.padding_idx + 2, text.embed_positions.embedding_dim, self.padding_idx
         )
         self.register_buffer("positions", table.to(self.embed_tokens.weight), persistent=False)
-        self.register_buffer("key_index", torch.arange(cache.max_len, device=table.device), persistent=False)
+        self.register_buffer(
+            "key_index", torch.arange(cache.max_len, device=self.embed_tokens.weight.device), persistent=False
+        )
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, span: int) -> torch.Tensor:
         """tokens (slots,) are each slot's last token, written at position lengths (slots,).
