@@ -36,7 +36,7 @@ _GRAPH_LIMIT = 64
 _WARMUP_SIZES = (2, 3, 1)
 
 
-def compile_captioner(captioner: Any, *, prompt: str) -> None:
+def compile_captioner(captioner: Any, *, prompt: str, max_new_tokens: int = _WARMUP_TOKENS) -> None:
     """Wrap the captioner's model parts in torch.compile and build their graphs now.
 
     Raises ConfigError when compilation fails.
@@ -58,9 +58,10 @@ def compile_captioner(captioner: Any, *, prompt: str) -> None:
         for size in _WARMUP_SIZES:
             captioner.forward([blank] * size, prompt=prompt, max_new_tokens=_WARMUP_TOKENS)
         # kcap's static decoder compiles its own fixed-shape step (a CUDA graph on a GPU):
-        # build it now too, where it is the decoder greedy batches will use.
+        # build it now too, where it is the decoder greedy batches will use, for a caption
+        # as long as jobs may ask for, so that every attention span is met before the first job.
         if choose_decoder(captioner.model, captioner.decoder_choice) is Decoder.KCAP_STATIC:
-            captioner.forward_static([blank] * 2, prompt=prompt, max_new_tokens=_WARMUP_TOKENS)
+            captioner.forward_static([blank] * 2, prompt=prompt, max_new_tokens=max_new_tokens)
     except Exception as exc:
         raise ConfigError(
             f"--compile: torch.compile failed on this host ({type(exc).__name__}: "

@@ -116,7 +116,7 @@ class Engine:
         if settings.compile:
             from workers.captioning.compiling import compile_captioner
 
-            compile_captioner(captioner, prompt=settings.prompts[0])
+            compile_captioner(captioner, prompt=settings.prompts[0], max_new_tokens=settings.max_new_tokens)
 
         def load_scorer() -> Scorer:
             return Scorer(settings.clip_model, device=device, dtype=dtype)
