@@ -11,6 +11,12 @@ One process, the same images, the same model, side by side, fp32 on the CPU:
 (s+c), (k+c)  the same with the step compiled (torch.compile, inductor on the CPU); the
      compile and warm-up are timed apart, as a worker does them at start.
 
+With --e2e it also runs `kcap run` (embedded Redis, the real caption and route workers,
+a folder of JPEGs to routed files) on the deep grounded model twice: --decoder generate at
+batch --slots, and the default decoder at --slots slots fed batches of twice that (so
+slots are refilled within a batch). Figures: start to exit, and the steady state (first
+to last image routed).
+
 Workloads: the "deep" tiny Kosmos-2 (16 layers of width 64: bound by per-step overhead, as
 a real decoder is bound by kernel launches on a GPU) in its "grounded" caption mode, whose
 captions stop after varied lengths; and the "small" preset (compute, not overhead,
@@ -204,6 +210,44 @@ def run_all(
     return rows
 
 
+def run_e2e(workdir: Path, *, images: int, slots: int, new_tokens: int, threads: int) -> str:
+    """`kcap run` both ways on the deep grounded model; a markdown table."""
+    from tests.benchmarks import cpu_e2e
+    from tests.benchmarks.cpu_plan import Plan
+    from workers.tiny.clip import build_clip
+
+    kosmos = build_kosmos2(workdir / "e2e-kosmos2", preset="deep", captions="grounded")
+    clip = build_clip(workdir / "e2e-clip", preset="tiny")
+    files = harness.write_images(workdir / "e2e-images", images, size=(64, 48))
+    real_settings = cpu_e2e.bench_settings
+    table = [
+        "| kcap run | batch | slots | routed | start to exit s | first to last routed s | images/s steady |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    captions: list[dict[str, str]] = []
+    for decoder, batch in (("generate", slots), ("auto", 2 * slots)):
+
+        def settings_for(k: Path, c: Path, plan: Plan, _d: str = decoder, **more: Any) -> Any:
+            return real_settings(k, c, plan, decoder=_d, decoder_slots=slots, **more)
+
+        cpu_e2e.bench_settings = settings_for  # type: ignore[assignment]
+        try:
+            plan = Plan(images=images, new_tokens=new_tokens, e2e_batch_size=batch, threads=threads)
+            run = cpu_e2e.kcap_run_once(workdir / f"e2e-{decoder}", kosmos, clip, files, plan)
+        finally:
+            cpu_e2e.bench_settings = real_settings
+        steady = run["phases"].get("first_to_last_routed_s", 0.0)
+        table.append(
+            f"| --decoder {decoder} | {batch} | {slots if decoder == 'auto' else '-'} | {run['routed']} | "
+            f"{run['wall_s']:.1f} | {steady:.1f} | {run['routed'] / steady if steady else 0:.1f} |"
+        )
+        captions.append(run["captions"])
+    same = sum(1 for key, text in captions[0].items() if captions[1].get(key) == text)
+    table.append("")
+    table.append(f"captions equal between the two runs: {same} of {len(captions[0])}")
+    return "\n".join(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +257,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
+    parser.add_argument("--e2e", action="store_true", help="also time `kcap run` both ways")
+    parser.add_argument("--e2e-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.e2e or args.e2e_only:
+        with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-e2e-") as temp:
+            print(
+                run_e2e(
+                    Path(temp),
+                    images=args.images,
+                    slots=args.slots,
+                    new_tokens=args.new_tokens,
+                    threads=args.threads,
+                ),
+                flush=True,
+            )
+        if args.e2e_only:
+            return 0
     with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-") as temp:
         rows = run_all(
             Path(temp),
