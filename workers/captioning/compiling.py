@@ -60,8 +60,12 @@ def compile_captioner(captioner: Any, *, prompt: str, max_new_tokens: int = _WAR
         # kcap's static decoder compiles its own fixed-shape step (a CUDA graph on a GPU):
         # build it now too, where it is the decoder greedy batches will use, for a caption
         # as long as jobs may ask for, so that every attention span is met before the first job.
+        # Its prefills go through the compiled vision tower in groups of any size, which
+        # need the same graphs as generate's batches: the same warm-up sizes.
         if choose_decoder(captioner.model, captioner.decoder_choice) is Decoder.KCAP_STATIC:
-            captioner.forward_static([blank] * 2, prompt=prompt, max_new_tokens=max_new_tokens)
+            for index, size in enumerate(_WARMUP_SIZES):
+                tokens = max_new_tokens if index == 0 else _WARMUP_TOKENS
+                captioner.forward_static([blank] * size, prompt=prompt, max_new_tokens=tokens)
     except Exception as exc:
         raise ConfigError(
             f"--compile: torch.compile failed on this host ({type(exc).__name__}: "
