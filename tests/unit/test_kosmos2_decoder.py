@@ -139,3 +139,29 @@ def test_a_caption_ending_at_its_first_token_frees_its_slot(captioner: Captioner
     expected = captioner.forward(images, prompt=PRESETS["brief"], max_new_tokens=1).tolist()
     assert rows == expected
     assert decoder.stats.steps == 0
+
+
+def test_the_default_slots_fit_the_full_model_in_6_gb_in_bf16() -> None:
+    """Settings' decoder_slots default: full-size Kosmos-2 weights plus its cache under 6 GB.
+    The model is built on the meta device (no memory) just to count its parameters."""
+    from transformers import Kosmos2ForConditionalGeneration
+
+    from shared.core.settings import Settings
+    from workers.captioning.kv_cache import kv_cache_bytes
+    from workers.tiny.kosmos2 import KOSMOS2_PRESETS, kosmos2_config
+
+    full = KOSMOS2_PRESETS["full"]
+    assert full.vocab_size is not None
+    with torch.device("meta"):
+        model = Kosmos2ForConditionalGeneration(kosmos2_config(preset="full", vocab_size=full.vocab_size))
+    weights = sum(p.numel() for p in model.parameters()) * 2
+    # The default prompt plus 128 new tokens, rounded up as the decoder rounds: 256 positions.
+    cache = kv_cache_bytes(
+        layers=full.text_layers,
+        slots=Settings().decoder_slots,
+        embed_dim=full.text_embed_dim,
+        max_len=256,
+        dtype=torch.bfloat16,
+    )
+    assert cache == 1536 * 2**20
+    assert weights + cache < 6e9, (weights, cache)
