@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,7 +66,6 @@ class DecodeStats:
     step_s: float = 0.0
     prefill_s: float = 0.0
     tokens: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def occupancy(self) -> float:
@@ -262,9 +261,6 @@ class Kosmos2Decoder:
     @property
     def cache_bytes(self) -> int:
         return self._cache.nbytes if self._cache is not None else 0
-
-    def describe(self) -> dict[str, Any]:
-        return {"slots": self.slots, "compiled": self.compile_step, "cache_bytes": self.cache_bytes}
 
 
 def _image_embeds(model: Any, pixels: torch.Tensor) -> torch.Tensor:
