@@ -110,7 +110,9 @@ class Engine:
             device=device,
             dtype=dtype,
             decoder=settings.decoder,
-            decoder_slots=settings.decoder_slots,
+            # A batch never fills more slots than it has images: idle slots would still be
+            # computed by a compiled step. Batches larger than the slots refill them.
+            decoder_slots=min(settings.decoder_slots, settings.batch_size),
             compile_decoder=settings.compile,
         )
         if settings.compile:
