@@ -64,3 +64,13 @@ def test_the_setting_comes_from_the_flag_and_the_environment() -> None:
         Settings(decoder="fast")
     with pytest.raises(ConfigError):
         Settings(decoder_slots=0)
+
+
+def test_the_engine_never_takes_more_slots_than_a_batch_has_images(tiny_models: tuple[Path, Path]) -> None:
+    from workers.captioning.engine import Engine
+
+    kosmos, clip = tiny_models
+    base = Settings(caption_model=str(kosmos), clip_model=str(clip), dtype="float32")
+    small = Engine.load(base.replace(batch_size=4, decoder_slots=32), eager_scorer=False)
+    large = Engine.load(base.replace(batch_size=128, decoder_slots=32), eager_scorer=False)
+    assert (small.captioner.decoder_slots, large.captioner.decoder_slots) == (4, 32)
