@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from shared.core.decoding import DECODER_CHOICES
 from shared.core.scoring import SCORE_METHODS
 from shared.core.settings import Settings
 
@@ -87,6 +88,20 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
             "help": "the CLIP score compared with the threshold: original (the original script's, "
             "default) or sentence-chunks; both are recorded",
         },
+    ),
+    (
+        ("--decoder",),
+        "decoder",
+        {
+            "choices": list(DECODER_CHOICES),
+            "help": "auto (default): kcap's static-cache decoder for greedy Kosmos-2, generate "
+            "otherwise; generate: always transformers' generate",
+        },
+    ),
+    (
+        ("--decoder-slots",),
+        "decoder_slots",
+        {"type": int, "help": "rows the static decoder runs at once (32)"},
     ),
     (("--gpus",), "gpus", {"help": "auto | cpu | all | comma list such as 0,2,3"}),
     (("--dtype",), "dtype", {"choices": ["auto", "float32", "bfloat16", "float16"]}),

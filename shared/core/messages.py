@@ -28,7 +28,8 @@ _JOB_ID = re.compile(r"[0-9a-f]{8,64}")
 #    both scores, so a worker and a router of different versions refuse each other's messages.
 # 4: a result names its caption and scorer families, and its score_method may be a sigmoid
 #    family's own statistic ("sigmoid"); thresholds are per scorer family. A job's image may
-#    be stored beside the message (image_stored, shared.core.blobs).
+#    be stored beside the message (image_stored, shared.core.blobs); a result says which
+#    decoder wrote its caption (decoder).
 SCHEMA_VERSION = 4
 
 
@@ -234,6 +235,7 @@ class Result(_Message):
     # Every prompt's caption when several were asked for: prompt, caption, entities, scores.
     captions: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False  # the token limit cut the caption short
+    decoder: str = ""  # shared.core.decoding.Decoder: what wrote the caption
     # Only when ok is False.
     error_reason: str = ""
     error_class: str = ""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from shared.core.decoding import DECODER_CHOICES
 from shared.core.errors import ConfigError
 from shared.core.keys import Keys, keys_for
 from shared.core.messages import CaptionOptions
@@ -38,6 +39,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "existing": ("skip", "overwrite", "append", "prepend"),
     "route_score": SCORE_METHODS,
     "threshold_family": ("", *SCORER_FAMILIES),
+    "decoder": DECODER_CHOICES,
 }
 
 
@@ -95,6 +97,13 @@ class Settings:
     # SmolVLM/Idefics3, LLaVA-OneVision): a bigger photo is shrunk first, so one 24 MP photo
     # cannot take the whole GPU. Fixed-size families (Kosmos-2, Florence-2, LLaVA) ignore it.
     max_image_tokens: int = 1280
+    # auto: kcap's static-cache decoder for Kosmos-2 with greedy decoding (the same tokens as
+    # generate, faster), transformers' generate otherwise; generate: always generate.
+    decoder: str = "auto"
+    # Rows the static decoder decodes at once. 32 keeps the full model's weights (3.3 GB)
+    # plus its cache (32 x 256 positions x 24 layers x 2 x 2048 x 2 bytes = 1.6 GB) under
+    # 6 GB in bf16; CUDA out-of-memory halves it.
+    decoder_slots: int = 32
     # Producer.
     stable_after_s: float = 1.0
     # An image that fails to decode is filed in errors only once its file has been still this
@@ -151,6 +160,7 @@ class Settings:
             "max_pixels",
             "max_worker_deaths",
             "max_image_tokens",
+            "decoder_slots",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

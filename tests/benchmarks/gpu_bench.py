@@ -3,6 +3,7 @@
     python tests/benchmarks/gpu_bench.py            # on a CUDA host (make bench-gpu), ~3-6 min
     python tests/benchmarks/gpu_bench.py --dry-run  # tiny models, 2 images, CPU: checks the script
     python tests/benchmarks/gpu_bench.py --compile  # adds kcap --compile at batch 32 (+2-4 min)
+    python tests/benchmarks/gpu_bench.py --no-decoder  # leaves out the (c) rows
 
 Random weights with the real architectures (about 1.66 B + 0.43 B parameters), built by
 tests/modelfactory.py straight on the GPU and saved in bfloat16, then loaded back through
@@ -11,8 +12,13 @@ from_pretrained as production loads them. Every image gets exactly --new-tokens 
 
 (a) batch 1, fp32, one image after another: the original script's loop (harness.BaselineLoop);
 (b) kcap's path in process, bf16: Engine.prepare on a thread pool feeding a Batcher that runs
-    Engine.run_batch, at each --batch-sizes; with --compile, once more at --compile-batch
-    with the caption model compiled (its compile and warm-up are timed apart).
+    Engine.run_batch, at each --batch-sizes, captioning with transformers' generate
+    (--decoder generate); with --compile, once more at --compile-batch with the caption
+    model compiled (its compile and warm-up are timed apart);
+(c) the same path with kcap's static-cache decoder (--decoder auto, the default), its step
+    compiled as CUDA graphs, at each --decoder-slots (batch size = slots); its compile and
+    warm-up are timed apart, and the KV cache size and the decoder's own ms per step are
+    printed. Once more at 64 slots with the step eager. On --dry-run, eager only.
 
 Each configuration runs one untimed warm-up (an image, or a batch), then a fixed number of
 timed images. Peak GPU memory is torch.cuda.max_memory_allocated over the timed part
@@ -59,6 +65,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--compile", action="store_true", help="also run (b) with --compile")
     parser.add_argument("--compile-batch", type=int, default=32, help="batch size of the --compile run")
+    parser.add_argument("--decoder-slots", default="32,64,128", help="slot counts of the (c) rows")
+    parser.add_argument("--no-decoder", action="store_true", help="leave out the (c) rows")
     return parser.parse_args(argv)
 
 
@@ -105,6 +113,63 @@ def _row(label: str, batch_size: int, batch_run: harness.Run, base: harness.Run)
     ]
 
 
+def _decoder_rows(
+    settings: object,
+    jobs: list,  # type: ignore[type-arg]
+    slot_counts: list[int],
+    images: dict[int, int],
+    base: harness.Run,
+    generate_speed: dict[int, float],
+    *,
+    compiled: bool,
+    deadline_s: float,
+) -> tuple[list[list[object]], list[harness.Run], list[str]]:
+    """(c): kcap's static decoder at each slot count (compiled on CUDA), then eager at 64."""
+    from workers.captioning.engine import Engine
+
+    engine = Engine.load(settings, eager_scorer=True)  # type: ignore[arg-type]
+    captioner = engine.captioner
+    rows: list[list[object]] = []
+    runs: list[harness.Run] = []
+    notes: list[str] = []
+    configs = [(n, compiled) for n in slot_counts]
+    if compiled and 64 in slot_counts:
+        configs.append((64, False))
+    for slots, compile_step in configs:
+        label = f"(c) kcap-static decoder, {'compiled' if compile_step else 'eager'}"
+        if time.perf_counter() > deadline_s:
+            rows.append([label, "bf16", slots, "-", "-", "skipped: time budget", "-", "-"])
+            continue
+        # A fresh decoder (and cache) per configuration.
+        captioner._static = None
+        captioner.decoder_slots = slots
+        captioner.compile_decoder = compile_step
+        warm_started = time.perf_counter()
+        batch_run = harness.kcap_batched(
+            engine, jobs[: images[slots]], batch_size=slots, batch_wait_s=0.05, warmup=jobs[:slots]
+        )
+        warm_s = time.perf_counter() - warm_started - batch_run.wall_s
+        batch_run.name = f"{label} {slots}"
+        runs.append(batch_run)
+        decoder = captioner.static_decoder
+        stats = decoder.stats
+        step_ms = 1000 * stats.step_s / max(stats.steps, 1)
+        print(
+            f"gpu_bench: {label} {slots} slots: {batch_run.images} images in {batch_run.wall_s:.1f}s",
+            flush=True,
+        )
+        rows.append(_row(label, slots, batch_run, base))
+        versus = generate_speed.get(slots)
+        notes.append(
+            f"{label}, {slots} slots: "
+            + (f"{batch_run.images_per_s / versus:.2f}x (b) at batch {slots}, " if versus else "")
+            + f"KV cache {decoder.cache_bytes / 2**20:.0f} MiB, "
+            f"{step_ms:.2f} ms per decode step (last batch), warm-up and compile {warm_s:.0f}s"
+        )
+    del engine
+    return rows, runs, notes
+
+
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     from shared.core.settings import Settings
     from workers.captioning.engine import Engine
@@ -121,13 +186,19 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     kosmos, clip, build_s = build_models(workdir / "models", preset=preset, device=device)
     print(f"gpu_bench: {preset} models built in {build_s:.0f}s", flush=True)
     compile_images = 2 if args.dry_run else args.compile_batch * args.batches
-    count = max(baseline_images, compile_images, *batched_images.values())
+    decoder_slots = [] if args.no_decoder else [int(v) for v in args.decoder_slots.split(",") if v]
+    decoder_images = {n: 2 if args.dry_run else n * args.batches for n in decoder_slots}
+    count = max(baseline_images, compile_images, *batched_images.values(), *decoder_images.values())
     root = workdir / "images"
     files = harness.write_images(root, count, size=(640, 480))
 
     # kcap's defaults (prompt, cleanup, greedy) for both paths; bf16 for kcap.
     settings = Settings(
-        caption_model=str(kosmos), clip_model=str(clip), dtype="bfloat16", max_new_tokens=new_tokens
+        caption_model=str(kosmos),
+        clip_model=str(clip),
+        dtype="bfloat16",
+        max_new_tokens=new_tokens,
+        decoder="generate",
     )
 
     # (a) the original way: batch 1, fp32.
@@ -155,6 +226,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     jobs = harness.jobs_from_files(root, files, settings)
     harness.check_fixed_length(engine, jobs[0], new_tokens=new_tokens)
     best = 0.0
+    generate_speed: dict[int, float] = {}
     for bs in batch_sizes:
         elapsed = time.perf_counter() - started
         if elapsed > args.budget_s:
@@ -167,7 +239,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
         speed = batch_run.images_per_s
         best = max(best, speed)
         print(f"gpu_bench: (b) batch {bs}: {batch_run.images} images in {batch_run.wall_s:.1f}s", flush=True)
-        rows.append(_row("(b) kcap Engine+Batcher", bs, batch_run, base))
+        rows.append(_row("(b) kcap Engine+Batcher, generate", bs, batch_run, base))
+        generate_speed[bs] = speed
     compile_s = None
     if args.compile and time.perf_counter() - started > args.budget_s:
         rows.append(["(b) --compile", "bf16", args.compile_batch, "-", "-", "skipped: time budget", "-", "-"])
@@ -187,6 +260,23 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
         best = max(best, speed)
         print(f"gpu_bench: (b) --compile batch {bs}: {batch_run.images} images in {batch_run.wall_s:.1f}s")
         rows.append(_row("(b) kcap Engine+Batcher, --compile", bs, batch_run, base))
+    decoder_notes: list[str] = []
+    if decoder_slots:
+        del engine
+        _free(device)
+        decoder_rows, decoder_runs, decoder_notes = _decoder_rows(
+            settings.replace(decoder="auto"),
+            jobs,
+            decoder_slots,
+            decoder_images,
+            base,
+            generate_speed,
+            compiled=device.type == "cuda",
+            deadline_s=started + args.budget_s,
+        )
+        rows += decoder_rows
+        runs += decoder_runs
+        best = max([best, *(r.images_per_s for r in decoder_runs)])
     for one in runs:
         counts = harness.word_counts(one.captions)
         if counts != {new_tokens} or len(one.captions) != one.images:
@@ -210,6 +300,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, list[str]]:
     ]
     if compile_s is not None:
         lines.append(f"--compile: load, compile and warm-up took {compile_s:.0f}s (not in the timed figures)")
+    lines += decoder_notes
     return "\n".join(lines), problems
 
 

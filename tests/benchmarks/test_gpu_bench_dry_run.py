@@ -39,6 +39,6 @@ def test_gpu_bench_dry_run_prints_every_row(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     table = (tmp_path / "gpu_bench.md").read_text()
     assert "DRY RUN" in table
-    for row in ("(a) original loop", "| 8 ", "| 16 ", "| 32 ", "| 64 "):
+    for row in ("(a) original loop", "| 8 ", "| 16 ", "| 32 ", "| 64 ", "(c) kcap-static decoder", "| 128 "):
         assert row in table, table
     assert "skipped" not in table and "SANITY" not in done.stderr

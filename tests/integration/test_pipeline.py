@@ -55,6 +55,8 @@ def test_dropped_images_are_each_routed_once_with_caption_and_record(
         assert record["clip_chunks"] >= 1
         assert record["prompt"] == settings.prompts[0]
         assert record["caption_model"] == settings.caption_model
+        # Greedy Kosmos-2: kcap's static-cache decoder wrote it, and the record says so.
+        assert record["decoder"] == "kcap-static"
         assert record["clip_model"] == settings.clip_model
         assert len(str(record["content_sha256"])) == 64
         assert {"decode_s", "caption_batch_s", "score_batch_s", "queue_s"} <= set(record["timings"])  # type: ignore[arg-type]

@@ -11,11 +11,11 @@ import torch
 from transformers import CLIPModel, CLIPProcessor
 
 from shared.core.errors import ModelLoadError
-from shared.core.messages import CaptionOptions, Job
+from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes, job_for
 from workers.captioning.captioner import Captioner
-from workers.captioning.engine import Engine, Prepared
+from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.scorer import Scorer, chunk_caption
 from workers.tiny.images import tiny_images
 
@@ -141,7 +141,9 @@ def test_out_of_memory_splits_the_batch_and_loses_no_job(
 ) -> None:
     # No GPU here, so a CUDA out-of-memory cannot really happen: the error is injected at the
     # forward call for batches over 2 images, which is what a too-large batch does on a GPU.
-    real_forward = engine.captioner.forward
+    # (Greedy Kosmos-2 runs on the static decoder by default, so that is the forward patched;
+    # the decoder's own slot halving is tested in test_kosmos2_decoder.py.)
+    real_forward = engine.captioner.forward_static
     sizes: list[int] = []
 
     def forward(pixel_values: list[torch.Tensor], **kwargs: Any) -> torch.Tensor:
@@ -150,7 +152,7 @@ def test_out_of_memory_splits_the_batch_and_loses_no_job(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(pixel_values, **kwargs)
 
-    monkeypatch.setattr(engine.captioner, "forward", forward)
+    monkeypatch.setattr(engine.captioner, "forward_static", forward)
     items = _prepared(engine, 6, seed=21)
     with caplog.at_level(logging.WARNING):
         results = engine.run_batch(OPTIONS, items)
@@ -165,3 +167,32 @@ def test_a_missing_model_says_what_to_pass(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="does not hold a loadable caption model"):
         Captioner(str(tmp_path / "empty"), device=CPU, dtype=torch.float32)
+
+
+def test_greedy_kosmos2_runs_on_the_static_decoder_and_the_record_says_so(
+    tiny_models: tuple[Path, Path], engine: Engine
+) -> None:
+    """auto: kcap-static for greedy Kosmos-2, with the captions generate writes; beams and
+    repetition controls, or --decoder generate, keep generate."""
+    kosmos = tiny_models[0]
+    forced = Engine(
+        Captioner(str(kosmos), device=CPU, dtype=torch.float32, decoder="generate"),
+        lambda: engine.scorer(),
+        max_pixels=Settings().max_pixels,
+    )
+    items = _prepared(engine, 5, seed=8)
+    static = engine.run_batch(OPTIONS, items)
+    reference = forced.run_batch(OPTIONS, items)
+    assert {r.decoder for r in static} == {"kcap-static"}
+    assert {r.decoder for r in reference} == {"generate"}
+
+    def seen(results: list[Captioned]) -> list[tuple[str, list[Entity], float | None]]:
+        return [(r.text, r.entities, r.score) for r in results]
+
+    assert seen(static) == seen(reference)
+    for options in (
+        CaptionOptions(prompts=OPTIONS.prompts, max_new_tokens=10, num_beams=2),
+        CaptionOptions(prompts=OPTIONS.prompts, max_new_tokens=10, repetition_penalty=1.2),
+        CaptionOptions(prompts=OPTIONS.prompts, max_new_tokens=10, no_repeat_ngram_size=3),
+    ):
+        assert {r.decoder for r in engine.run_batch(options, items[:2])} == {"generate"}

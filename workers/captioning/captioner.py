@@ -1,7 +1,9 @@
 """Kosmos-2 captioning, split as preprocess (CPU, PIL), forward (the device) and postprocess.
 
-Only `forward` touches the device. Every image in a batch shares the prompt, so the prompt
-tokens are built once and no padding ever differs between a batch and single images.
+Only `forward` (transformers' generate) and `forward_static` (kcap's static-cache decoder)
+touch the device; `caption_ids` picks one of them per batch (decoder_choice.py) and says
+which. Every image in a batch shares the prompt, so the prompt tokens are built once and no
+padding ever differs between a batch and single images.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from shared.core.decoding import Decoder
 from shared.core.messages import Entity
+from workers.captioning.decoder_choice import choose_decoder
+from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -29,10 +34,23 @@ class Caption:
 class Captioner:
     """One Kosmos-2 model and processor, loaded once per worker process."""
 
-    def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        decoder: str = "generate",
+        decoder_slots: int = 32,
+        compile_decoder: bool = False,
+    ) -> None:
         from transformers import AutoModelForImageTextToText
 
         self.source = source
+        self.decoder_choice = decoder
+        self.decoder_slots = decoder_slots
+        self.compile_decoder = compile_decoder
+        self._static: Kosmos2Decoder | None = None
         self.device = device
         self.dtype = dtype
         self.processor, self.model = load_model(
@@ -103,6 +121,62 @@ class Captioner:
         ):
             generated = generated[:, prompt_len:]
         return generated.cpu()
+
+    def caption_ids(
+        self,
+        pixel_values: list[torch.Tensor],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> tuple[torch.Tensor, Decoder]:
+        """New token ids of a batch from the decoder chosen for these options, and which it was."""
+        decoder = choose_decoder(
+            self.model,
+            self.decoder_choice,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        if decoder is Decoder.KCAP_STATIC:
+            return self.forward_static(pixel_values, prompt=prompt, max_new_tokens=max_new_tokens), decoder
+        ids = self.forward(
+            pixel_values,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        return ids, decoder
+
+    @property
+    def static_decoder(self) -> Kosmos2Decoder:
+        """kcap's decoder over this model, made on first use (its cache on the first batch)."""
+        if self._static is None:
+            config = self.model.generation_config
+            eos = config.eos_token_id
+            self._static = Kosmos2Decoder(
+                self.model,
+                slots=self.decoder_slots,
+                eos_token_ids=eos if isinstance(eos, list) else [eos],
+                pad_token_id=config.pad_token_id if config.pad_token_id is not None else 1,
+                compile_step=self.compile_decoder,
+            )
+        return self._static
+
+    @torch.inference_mode()
+    def forward_static(
+        self, pixel_values: list[torch.Tensor], *, prompt: str, max_new_tokens: int
+    ) -> torch.Tensor:
+        """Greedy new token ids of a batch from kcap's static decoder, padded as generate pads."""
+        decoder = self.static_decoder
+        rows = decoder.generate(
+            pixel_values, prompt=PromptInputs(**self._prompt_inputs(prompt)), max_new_tokens=max_new_tokens
+        )
+        return pad_rows(rows, pad_token_id=decoder.pad_token_id)
 
     # -- postprocess (plain data) -------------------------------------------
     def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:

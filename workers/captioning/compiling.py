@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from shared.core.decoding import Decoder
 from shared.core.errors import ConfigError
+from workers.captioning.decoder_choice import choose_decoder
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ _GRAPH_LIMIT = 64
 _WARMUP_SIZES = (2, 3, 1)
 
 
-def compile_captioner(captioner: Any, *, prompt: str) -> None:
+def compile_captioner(captioner: Any, *, prompt: str, max_new_tokens: int = _WARMUP_TOKENS) -> None:
     """Wrap the captioner's model parts in torch.compile and build their graphs now.
 
     Raises ConfigError when compilation fails.
@@ -55,6 +57,15 @@ def compile_captioner(captioner: Any, *, prompt: str) -> None:
         blank = captioner.preprocess(Image.new("RGB", (64, 64), (127, 127, 127)))
         for size in _WARMUP_SIZES:
             captioner.forward([blank] * size, prompt=prompt, max_new_tokens=_WARMUP_TOKENS)
+        # kcap's static decoder compiles its own fixed-shape step (a CUDA graph on a GPU):
+        # build it now too, where it is the decoder greedy batches will use, for a caption
+        # as long as jobs may ask for, so that every attention span is met before the first job.
+        # Its prefills go through the compiled vision tower in groups of any size, which
+        # need the same graphs as generate's batches: the same warm-up sizes.
+        if choose_decoder(captioner.model, captioner.decoder_choice) is Decoder.KCAP_STATIC:
+            for index, size in enumerate(_WARMUP_SIZES):
+                tokens = max_new_tokens if index == 0 else _WARMUP_TOKENS
+                captioner.forward_static([blank] * size, prompt=prompt, max_new_tokens=tokens)
     except Exception as exc:
         raise ConfigError(
             f"--compile: torch.compile failed on this host ({type(exc).__name__}: "

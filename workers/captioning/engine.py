@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from shared.core.decoding import Decoder
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, with_pixel_boxes
@@ -59,6 +60,7 @@ class Captioned:
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False
     scores: Score | None = None  # every score of the caption; None when not scored
+    decoder: str = ""  # shared.core.decoding.Decoder: which decoder wrote the caption
 
     @property
     def score_original(self) -> float | None:
@@ -221,9 +223,13 @@ class Engine:
 
     def _run(self, options: CaptionOptions, items: list[Prepared]) -> list[Captioned]:
         started = time.perf_counter()
-        new_ids = self.captioner.forward(
-            [item.caption_pixels for item in items], prompt=options.prompt, **options.generate_kwargs()
-        )
+        pixels = [item.caption_pixels for item in items]
+        caption_ids = getattr(self.captioner, "caption_ids", None)
+        if callable(caption_ids):  # Kosmos-2: its own static decoder where it applies
+            new_ids, decoder = caption_ids(pixels, prompt=options.prompt, **options.generate_kwargs())
+        else:  # the other families: transformers' generate
+            new_ids = self.captioner.forward(pixels, prompt=options.prompt, **options.generate_kwargs())
+            decoder = Decoder.GENERATE
         captions = [
             _finish(caption, item, options)
             for caption, item in zip(
@@ -248,6 +254,7 @@ class Engine:
                 text=caption.text,
                 entities=caption.entities,
                 truncated=caption.truncated,
+                decoder=decoder.value,
                 score=score.routing(options.route_score) if score else None,
                 clipscore=score.clipscore if score else None,
                 chunks=score.chunks if score else 0,

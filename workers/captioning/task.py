@@ -142,6 +142,7 @@ def caption_job(
         if len(done) > 1
         else [],
         truncated=chosen.truncated,
+        decoder=chosen.decoder,
         enqueued_at=job.enqueued_at,
     )
 

@@ -293,6 +293,7 @@ class Router:
             "text": text,
             "captions": result.captions,
             "truncated": result.truncated,
+            "decoder": result.decoder or None,
             "entities": result.entities,
             "clip_score": result.score,  # the score compared with the threshold
             "clip_score_method": result.score_method or None,

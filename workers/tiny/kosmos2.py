@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from workers.tiny.common import SEED, SENTENCES, image_processor, preset_of
+from workers.tiny.kosmos2_grammar import teach_grammar
 
 # Kosmos2Processor always inserts 64 image placeholders (its class default
 # `num_image_tokens`; it cannot be saved in the processor config), so every
@@ -56,6 +57,8 @@ class Kosmos2Preset:
     # None: the model vocabulary is exactly the trained tokenizer plus the
     # processor's tag and patch-index tokens.
     vocab_size: int | None = None
+    # The "grounded" caption mode's (trigger_share, eos_force); see kosmos2_grammar.py.
+    grammar: tuple[float, float] = (0.2, 1.0)
 
 
 KOSMOS2_PRESETS: Final[dict[str, Kosmos2Preset]] = {
@@ -87,6 +90,22 @@ KOSMOS2_PRESETS: Final[dict[str, Kosmos2Preset]] = {
         text_layers=2,
         text_heads=2,
         text_ffn_dim=128,
+    ),
+    # A narrow decoder with many layers: bound by per-step overhead (one dispatch per small
+    # op), the way a real decoder is bound by kernel launches on a GPU, so it stands in for
+    # a GPU when the decode loop is measured on a CPU.
+    "deep": Kosmos2Preset(
+        image_size=32,
+        patch_size=8,
+        vision_hidden=32,
+        vision_layers=2,
+        vision_heads=2,
+        vision_intermediate=64,
+        text_embed_dim=64,
+        text_layers=16,
+        text_heads=2,
+        text_ffn_dim=128,
+        grammar=(0.35, 0.9),
     ),
     # CPU benchmark workload: real 224 px / patch 14 input (257 vision tokens), so
     # preprocessing and the vision tower do realistic work per image. Sized so the model
@@ -156,6 +175,12 @@ def _kosmos2_tokenizer(vocab_size: int | None) -> XLMRobertaTokenizer:
     vocab: list[tuple[str, float]] = [(piece, float(score)) for piece, score in trained]
     if [piece for piece, _ in vocab[: len(specials)]] != specials:
         raise RuntimeError(f"unexpected special-token order in trained vocab: {vocab[:5]}")
+    # The trainer returns the same pieces on every run, but pieces of equal score in any
+    # order and scores that differ in their last digits; the model's rows are indexed by id,
+    # so that would make each build a different model. Rounded scores and pieces in
+    # alphabetical order give every build the same ids.
+    learned = sorted((piece, round(score, 3)) for piece, score in vocab[len(specials) :])
+    vocab = vocab[: len(specials)] + learned
     # A few dozen sentences leave Unigram mostly word fragments. Every corpus
     # word gets a whole-word piece, scored like the commonest piece, so text
     # tokenizes into words and a random model's greedy output reads as words.
@@ -263,14 +288,28 @@ def _kosmos2_muted_ids(processor: Kosmos2Processor) -> list[int]:
     )
 
 
-def build_kosmos2(out_dir: Path, *, preset: str = "tiny", dtype: torch.dtype = torch.float32) -> Path:
+# What greedy decoding of a built model writes: "endless" never stops and never grounds
+# (every caption runs to max_new_tokens); "grounded" follows Kosmos-2's grounding grammar and
+# stops after lengths that vary from image to image (kosmos2_grammar.py).
+CAPTION_MODES: Final = ("endless", "grounded")
+
+
+def build_kosmos2(
+    out_dir: Path,
+    *,
+    preset: str = "tiny",
+    dtype: torch.dtype = torch.float32,
+    captions: str = "endless",
+) -> Path:
     """Build a random Kosmos-2 checkpoint (processor + model) into ``out_dir``.
 
     Load it with ``AutoProcessor.from_pretrained(out_dir)`` and
     ``AutoModelForImageTextToText.from_pretrained(out_dir)``. ``dtype`` is the
     dtype the weights are saved in (float16 halves the "full" checkpoint to
-    about 3.6 GB).
+    about 3.6 GB). ``captions`` is one of CAPTION_MODES.
     """
+    if captions not in CAPTION_MODES:
+        raise ValueError(f"captions must be one of {CAPTION_MODES}, not {captions!r}")
     out_dir = Path(out_dir)
     processor = kosmos2_processor(preset=preset)
     config = kosmos2_config(preset=preset, vocab_size=len(processor.tokenizer))
@@ -282,6 +321,10 @@ def build_kosmos2(out_dir: Path, *, preset: str = "tiny", dtype: torch.dtype = t
         # spread around 0, so with hundreds of words the best one is positive
         # and a muted id never wins.
         model.get_output_embeddings().weight[_kosmos2_muted_ids(processor)] = 0.0
+    if captions == "grounded":
+        sizes = preset_of(KOSMOS2_PRESETS, preset)
+        trigger_share, eos_force = sizes.grammar
+        teach_grammar(model, processor, seed=SEED, trigger_share=trigger_share, eos_force=eos_force)
     # Greedy, like the original script; the token ids are those of the
     # XLM-R layout the tokenizer is forced into.
     model.generation_config = GenerationConfig(

@@ -22,10 +22,25 @@ class Kosmos2Adapter(Captioner):
     family = "kosmos-2"
 
     def __init__(
-        self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int = 0
+        self,
+        source: str,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_image_tokens: int = 0,
+        decoder: str = "generate",
+        decoder_slots: int = 32,
+        compile_decoder: bool = False,
     ) -> None:
         del max_image_tokens  # a fixed 224 px input: 64 image tokens, whatever the photo
-        super().__init__(source, device=device, dtype=dtype)
+        super().__init__(
+            source,
+            device=device,
+            dtype=dtype,
+            decoder=decoder,
+            decoder_slots=decoder_slots,
+            compile_decoder=compile_decoder,
+        )
 
     def prompt_for(self, prompt: str) -> str:
         return prompt

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -63,13 +64,21 @@ def check_family(model_type: str, *, source: str) -> ModuleType:
 
 
 def load_captioner(
-    source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
+    source: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_image_tokens: int,
+    kosmos2_options: dict[str, Any] | None = None,
 ) -> CaptionAdapter:
-    """The adapter of the checkpoint's family, with its model loaded on the device."""
+    """The adapter of the checkpoint's family, with its model loaded on the device.
+
+    kosmos2_options go to Kosmos-2 alone: its decoder choice, slots and compiled step."""
     model_type = model_type_of(source)
     module = check_family(model_type, source=source)
+    extra = (kosmos2_options or {}) if module is kosmos2 else {}
     adapter: CaptionAdapter = module.CLASSES[model_type](
-        source, device=device, dtype=dtype, max_image_tokens=max_image_tokens
+        source, device=device, dtype=dtype, max_image_tokens=max_image_tokens, **extra
     )
     log.info("caption model %s: family %s (model_type %s)", source, adapter.family, model_type)
     return adapter
@@ -78,7 +87,17 @@ def load_captioner(
 def load_for_settings(settings: Settings, *, device: torch.device, dtype: torch.dtype) -> CaptionAdapter:
     """The worker's captioner: the family adapter, compiled when asked (Kosmos-2 only)."""
     captioner = load_captioner(
-        settings.caption_model, device=device, dtype=dtype, max_image_tokens=settings.max_image_tokens
+        settings.caption_model,
+        device=device,
+        dtype=dtype,
+        max_image_tokens=settings.max_image_tokens,
+        kosmos2_options={
+            "decoder": settings.decoder,
+            # A batch never fills more slots than it has images: idle slots would still be
+            # computed by a compiled step. Batches larger than the slots refill them.
+            "decoder_slots": min(settings.decoder_slots, settings.batch_size),
+            "compile_decoder": settings.compile,
+        },
     )
     if settings.compile:
         if not isinstance(captioner, kosmos2.Kosmos2Adapter):
@@ -88,5 +107,5 @@ def load_for_settings(settings: Settings, *, device: torch.device, dtype: torch.
             )
         from workers.captioning.compiling import compile_captioner
 
-        compile_captioner(captioner, prompt=settings.prompts[0])
+        compile_captioner(captioner, prompt=settings.prompts[0], max_new_tokens=settings.max_new_tokens)
     return captioner
