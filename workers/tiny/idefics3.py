@@ -12,7 +12,6 @@ from typing import Final
 
 import torch
 from transformers import (
-    GenerationConfig,
     Idefics3Config,
     Idefics3ForConditionalGeneration,
     Idefics3ImageProcessorPil,
@@ -20,7 +19,7 @@ from transformers import (
 )
 
 from workers.tiny.common import SEED
-from workers.tiny.words import mute_all_but_words, word_tokenizer
+from workers.tiny.words import save_word_model, tiny_llama_config, word_tokenizer
 
 _GRID: Final = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 _SPECIALS: Final = (
@@ -80,31 +79,11 @@ def build_idefics3(out_dir: Path) -> Path:
             "image_size": _TILE,
             "patch_size": _PATCH,
         },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "intermediate_size": 128,
-            "tie_word_embeddings": False,
-            "initializer_range": 0.1,
-            "pad_token_id": _PAD,
-            "bos_token_id": _BOS,
-            "eos_token_id": _EOS,
-        },
+        text_config=tiny_llama_config(tokenizer, pad=_PAD, bos=_BOS, eos=_EOS),
         scale_factor=_SCALE,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
     model = Idefics3ForConditionalGeneration(config).eval()
-    mute_all_but_words(model.get_output_embeddings(), tokenizer)
-    model.generation_config = GenerationConfig(
-        do_sample=False, num_beams=1, bos_token_id=_BOS, eos_token_id=_EOS, pad_token_id=_PAD
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    processor.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
-    return out_dir
+    return save_word_model(model, processor, out_dir, pad=_PAD, bos=_BOS, eos=_EOS)

@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Final
 
 import torch
-from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from workers.tiny.common import SEED, image_processor
-from workers.tiny.words import chat_template, mute_all_but_words, word_tokenizer
+from workers.tiny.words import (
+    chat_template,
+    save_word_model,
+    tiny_llama_config,
+    word_tokenizer,
+)
 
 _SPECIALS: Final = ("<pad>", "<s>", "<|im_end|>", "<|im_start|>", "<image>")
 _PAD, _BOS, _EOS = 0, 1, 2
@@ -53,21 +58,7 @@ def build_llava(out_dir: Path) -> Path:
             "image_size": _IMAGE_SIZE,
             "patch_size": _PATCH,
         },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "intermediate_size": 128,
-            # See DESIGN.md "No model hub here": an untied head, wide random init.
-            "tie_word_embeddings": False,
-            "initializer_range": 0.1,
-            "pad_token_id": _PAD,
-            "bos_token_id": _BOS,
-            "eos_token_id": _EOS,
-        },
+        text_config=tiny_llama_config(tokenizer, pad=_PAD, bos=_BOS, eos=_EOS),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -75,11 +66,4 @@ def build_llava(out_dir: Path) -> Path:
     )
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(config).eval()
-    mute_all_but_words(model.get_output_embeddings(), tokenizer)
-    model.generation_config = GenerationConfig(
-        do_sample=False, num_beams=1, bos_token_id=_BOS, eos_token_id=_EOS, pad_token_id=_PAD
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    processor.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
-    return out_dir
+    return save_word_model(model, processor, out_dir, pad=_PAD, bos=_BOS, eos=_EOS)

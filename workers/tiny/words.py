@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from workers.tiny.common import SENTENCES
 
@@ -98,3 +99,37 @@ def mute_all_but_words(head: torch.nn.Module, tokenizer: PreTrainedTokenizerFast
         bias: torch.Tensor | None = getattr(head, "bias", None)
         if bias is not None:
             bias[muted] = 0.0
+
+
+def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, *, pad: int, bos: int, eos: int) -> dict[str, Any]:
+    """The text half of a tiny chat model: a 2-layer Llama of width 64.
+
+    See DESIGN.md "No model hub here": an untied head and a wide random init, so that
+    images steer greedy decoding apart.
+    """
+    return {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "tie_word_embeddings": False,
+        "initializer_range": 0.1,
+        "pad_token_id": pad,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+    }
+
+
+def save_word_model(model: Any, processor: Any, out_dir: Path, *, pad: int, bos: int, eos: int) -> Path:
+    """Speak only corpus words, decode greedily, and save model and processor to out_dir."""
+    mute_all_but_words(model.get_output_embeddings(), processor.tokenizer)
+    model.generation_config = GenerationConfig(
+        do_sample=False, num_beams=1, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+    return out_dir
