@@ -46,3 +46,12 @@ def test_every_speed_in_the_prose_is_one_of_the_measured_table_rows() -> None:
     prose = "\n".join(line for line in README.splitlines() if not line.startswith("|"))
     speeds = re.findall(r"\b(\d+(?:\.\d+)?) images/s", prose)
     assert not [speed for speed in speeds if speed not in table_cells], speeds
+
+
+def test_every_setting_has_its_environment_variable_in_the_readme() -> None:
+    from dataclasses import fields
+
+    from shared.core.settings import Settings
+
+    missing = [f.name for f in fields(Settings) if f"`KCAP_{f.name.upper()}`" not in README]
+    assert not missing, f"settings without a README row: {missing}"
