@@ -38,6 +38,8 @@ def test_the_demo_builds_its_models_and_images_and_routes_every_one(tmp_path: Pa
     }
     assert sorted(landed["captioned"] + landed["clip_failed"] + landed["errors"]) == inputs
     assert landed["errors"] == ["broken.jpg"]
+    # The demo's threshold splits the tiny models' scores: both folders get images.
+    assert landed["captioned"] and landed["clip_failed"], landed
     reason = json.loads((demo / "errors" / "broken.jpg.error.json").read_text())["reason"]
     assert "truncated" in reason or "cannot" in reason or "not an image" in reason, reason
     for name in ("captioned", "clip_failed", "errors"):
