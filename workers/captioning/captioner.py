@@ -18,6 +18,7 @@ from PIL import Image
 from shared.core.decoding import Decoder
 from shared.core.messages import Entity
 from workers.captioning.decoder_choice import choose_decoder
+from workers.captioning.generation import decoding_kwargs
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.loading import load_model
 
@@ -102,17 +103,14 @@ class Captioner:
             "attention_mask": text["attention_mask"].expand(n, -1).to(self.device),
             "image_embeds": None,
             "image_embeds_position_mask": text["image_embeds_position_mask"].expand(n, -1).to(self.device),
-            "max_new_tokens": max_new_tokens,
-            "do_sample": False,
-            "num_beams": num_beams,
-            "use_cache": True,
+            **decoding_kwargs(
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                num_beams=num_beams,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+            ),
         }
-        if repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = repetition_penalty
-        if no_repeat_ngram_size:
-            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
-        if min_new_tokens is not None:
-            kwargs["min_new_tokens"] = min_new_tokens
         generated = self.model.generate(**kwargs)
         prompt_len = text["input_ids"].shape[1]
         # Kosmos-2's generate returns prompt + new tokens: the echo is cut off by position.

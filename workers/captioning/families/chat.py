@@ -27,11 +27,11 @@ from PIL import Image
 from shared.core.errors import ConfigError
 from workers.captioning.captioner import Caption
 from workers.captioning.families.base import (
-    decoding_kwargs,
     eos_ids_of,
     family_prompt,
     truncated_rows,
 )
+from workers.captioning.generation import decoding_kwargs
 from workers.captioning.loading import load_model
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from workers.captioning.captioner import Caption
-from workers.captioning.families.base import decoding_kwargs, eos_ids_of, family_prompt, truncated_rows
+from workers.captioning.families.base import eos_ids_of, family_prompt, truncated_rows
+from workers.captioning.generation import decoding_kwargs
 from workers.captioning.loading import load_model
 
 
