@@ -20,7 +20,7 @@ from shared.core.messages import Entity
 from workers.captioning.decoder_choice import choose_decoder
 from workers.captioning.generation import decoding_kwargs
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
-from workers.captioning.loading import load_model
+from workers.captioning.loading import load_caption_model
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ class Captioner:
         decoder_slots: int = 32,
         compile_decoder: bool = False,
     ) -> None:
-        from transformers import AutoModelForImageTextToText
-
         self.source = source
         self.decoder_choice = decoder
         self.decoder_slots = decoder_slots
@@ -54,14 +52,7 @@ class Captioner:
         self._static: Kosmos2Decoder | None = None
         self.device = device
         self.dtype = dtype
-        self.processor, self.model = load_model(
-            AutoModelForImageTextToText.from_pretrained,
-            source,
-            flag="--caption-model",
-            what="caption model",
-            device=device,
-            dtype=dtype,
-        )
+        self.processor, self.model = load_caption_model(source, device=device, dtype=dtype)
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     # -- preprocess (CPU) ----------------------------------------------------

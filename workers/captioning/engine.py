@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from shared.core.decoding import Decoder
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, with_pixel_boxes
@@ -223,13 +222,10 @@ class Engine:
 
     def _run(self, options: CaptionOptions, items: list[Prepared]) -> list[Captioned]:
         started = time.perf_counter()
-        pixels = [item.caption_pixels for item in items]
-        caption_ids = getattr(self.captioner, "caption_ids", None)
-        if callable(caption_ids):  # Kosmos-2: its own static decoder where it applies
-            new_ids, decoder = caption_ids(pixels, prompt=options.prompt, **options.generate_kwargs())
-        else:  # the other families: transformers' generate
-            new_ids = self.captioner.forward(pixels, prompt=options.prompt, **options.generate_kwargs())
-            decoder = Decoder.GENERATE
+        # Kosmos-2 picks its own static decoder where it applies; the others use generate.
+        new_ids, decoder = self.captioner.caption_ids(
+            [item.caption_pixels for item in items], prompt=options.prompt, **options.generate_kwargs()
+        )
         captions = [
             _finish(caption, item, options)
             for caption, item in zip(

@@ -73,3 +73,17 @@ def load_model(
         model_loader, source, flag=flag, what=what, dtype=dtype, attn_implementation="sdpa"
     )
     return processor, model.to(device).eval()
+
+
+def load_caption_model(source: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """(processor, model) of an image-to-text checkpoint given as --caption-model."""
+    from transformers import AutoModelForImageTextToText
+
+    return load_model(
+        AutoModelForImageTextToText.from_pretrained,
+        source,
+        flag="--caption-model",
+        what="caption model",
+        device=device,
+        dtype=dtype,
+    )

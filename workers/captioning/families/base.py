@@ -8,6 +8,9 @@ The contract (the shape the Kosmos-2 captioner has had from the start):
 - ``forward(items, prompt=..., **decoding)`` is the only call that touches the device. It
   gets one batch of preprocessed items that share one prompt, decodes greedily unless
   told otherwise, and returns only the newly generated token ids, on the CPU.
+- ``caption_ids(items, prompt=..., **decoding)`` is what the engine calls: the new ids and
+  the decoder that wrote them (Kosmos-2 picks its own static decoder where it applies; the
+  others run forward, transformers' generate, through GenerateCaptioner).
 - ``postprocess(new_ids, max_new_tokens=...)`` turns those ids into Captions (text,
   entities where the family grounds them, and whether the token limit cut them short).
 - ``prompt_for(prompt)`` is the prompt in the family's own form: the one actually sent,
@@ -24,6 +27,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from shared.core.decoding import Decoder
 from shared.core.prompts import PRESETS
 from workers.captioning.captioner import Caption
 
@@ -70,9 +74,71 @@ class CaptionAdapter(Protocol):
         no_repeat_ngram_size: int = 0,
     ) -> Any: ...
 
+    def caption_ids(
+        self,
+        items: list[Any],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> tuple[Any, Decoder]: ...
+
     def postprocess(self, new_ids: Any, *, max_new_tokens: int | None = None) -> list[Caption]: ...
 
     def prompt_for(self, prompt: str) -> str: ...
+
+
+class GenerateCaptioner:
+    """What the families that decode with transformers' generate share: the batch's ids come
+    from forward (the family's own), and the text is each row decoded, without entities.
+    Subclasses set processor and model and write forward."""
+
+    processor: Any
+    model: Any
+
+    def forward(
+        self,
+        items: list[Any],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> Any:
+        raise NotImplementedError
+
+    def caption_ids(
+        self,
+        items: list[Any],
+        *,
+        prompt: str,
+        max_new_tokens: int,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> tuple[Any, Decoder]:
+        """New token ids of a batch, and the decoder that wrote them: always generate."""
+        ids = self.forward(
+            items,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+        return ids, Decoder.GENERATE
+
+    def postprocess(self, new_ids: Any, *, max_new_tokens: int | None = None) -> list[Caption]:
+        """The decoded text of each row, stripped; these families give no grounded entities."""
+        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
+        cut = truncated_rows(new_ids, eos_ids=eos_ids_of(self.model), max_new_tokens=max_new_tokens)
+        return [
+            Caption(text=text.strip(), entities=[], truncated=t) for text, t in zip(texts, cut, strict=True)
+        ]
 
 
 def truncated_rows(new_ids: Any, *, eos_ids: set[int], max_new_tokens: int | None) -> list[bool]:

@@ -25,14 +25,9 @@ import torch
 from PIL import Image
 
 from shared.core.errors import ConfigError
-from workers.captioning.captioner import Caption
-from workers.captioning.families.base import (
-    eos_ids_of,
-    family_prompt,
-    truncated_rows,
-)
+from workers.captioning.families.base import GenerateCaptioner, family_prompt
 from workers.captioning.generation import decoding_kwargs
-from workers.captioning.loading import load_model
+from workers.captioning.loading import load_caption_model
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +41,7 @@ CHAT_FORMS: dict[str, str] = {
 }
 
 
-class ChatCaptioner:
+class ChatCaptioner(GenerateCaptioner):
     """One chat VLM and its processor; the family module sets the class attributes."""
 
     family = "chat"
@@ -62,20 +57,11 @@ class ChatCaptioner:
     def __init__(
         self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
     ) -> None:
-        from transformers import AutoModelForImageTextToText
-
         self.source = source
         self.device = device
         self.dtype = dtype
         self.max_image_tokens = max_image_tokens
-        self.processor, self.model = load_model(
-            AutoModelForImageTextToText.from_pretrained,
-            source,
-            flag="--caption-model",
-            what="caption model",
-            device=device,
-            dtype=dtype,
-        )
+        self.processor, self.model = load_caption_model(source, device=device, dtype=dtype)
         if not getattr(self.processor, "chat_template", None):
             # Found at start rather than on every job: without it no prompt can be built.
             raise ConfigError(
@@ -167,12 +153,3 @@ class ChatCaptioner:
             else:
                 moved[key] = value
         return moved
-
-    # -- postprocess (plain data) ---------------------------------------------
-    def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
-        """The decoded text of each row, stripped; chat VLMs give no grounded entities."""
-        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        cut = truncated_rows(new_ids, eos_ids=eos_ids_of(self.model), max_new_tokens=max_new_tokens)
-        return [
-            Caption(text=text.strip(), entities=[], truncated=t) for text, t in zip(texts, cut, strict=True)
-        ]

@@ -13,33 +13,23 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from workers.captioning.captioner import Caption
-from workers.captioning.families.base import eos_ids_of, family_prompt, truncated_rows
+from workers.captioning.families.base import GenerateCaptioner, family_prompt
 from workers.captioning.generation import decoding_kwargs
-from workers.captioning.loading import load_model
+from workers.captioning.loading import load_caption_model
 
 
-class FixedInputCaptioner:
+class FixedInputCaptioner(GenerateCaptioner):
     family: ClassVar[str] = "fixed"
     forms: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
     ) -> None:
-        from transformers import AutoModelForImageTextToText
-
         del max_image_tokens  # a fixed input size: the same number of tokens for every photo
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.processor, self.model = load_model(
-            AutoModelForImageTextToText.from_pretrained,
-            source,
-            flag="--caption-model",
-            what="caption model",
-            device=device,
-            dtype=dtype,
-        )
+        self.processor, self.model = load_caption_model(source, device=device, dtype=dtype)
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     def prompt_for(self, prompt: str) -> str:
@@ -91,12 +81,3 @@ class FixedInputCaptioner:
             ),
         )
         return self.new_tokens(generated, prompt_len=text["input_ids"].shape[1]).cpu()
-
-    # -- postprocess (plain data) ---------------------------------------------
-    def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
-        """The decoded text of each row, stripped; no grounded entities."""
-        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        cut = truncated_rows(new_ids, eos_ids=eos_ids_of(self.model), max_new_tokens=max_new_tokens)
-        return [
-            Caption(text=text.strip(), entities=[], truncated=t) for text, t in zip(texts, cut, strict=True)
-        ]
