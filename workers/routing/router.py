@@ -99,11 +99,12 @@ class Router:
             self.thresholds.check_start(settings.clip_model)
 
     def outcome_for(self, result: Result) -> Outcome:
-        if not result.ok or self._sidecar_refusal(result):
+        if not result.ok:
             return ERRORS
-        if not self.settings.score_enabled or result.score is None:
+        threshold = self._threshold(result)
+        if threshold is None or result.score is None:
             return OUTPUT
-        return OUTPUT if result.score >= self.thresholds.for_family(result.score_family) else CLIP_FAILED
+        return OUTPUT if result.score >= threshold else CLIP_FAILED
 
     def _sidecar_refusal(self, result: Result) -> str:
         return sidecar_name_refusal(
