@@ -131,10 +131,10 @@ class Enqueuer:
             log.warning("%s refused: %s", rel_path, refusal)
             self._send_refusal(job_id, rel_path, sha, refusal)
             return Enqueued(Offer.REFUSED, job_id)
-        stored = self.blobs is not None and len(data) > INLINE_MAX_BYTES
-        if stored:
-            assert self.blobs is not None
+        stored = False
+        if self.blobs is not None and len(data) > INLINE_MAX_BYTES:
             self.blobs.put(job_id, data)  # before the message: a worker must find it
+            stored = True
         self.publisher.send_job(
             Job(
                 job_id=job_id,
@@ -195,9 +195,9 @@ class Enqueuer:
 
         A file larger than the byte cap goes alone, once nothing else is in flight.
         """
-        if self.inflight.size() >= self.settings.max_in_flight:
+        jobs, held = self.inflight.usage()
+        if jobs >= self.settings.max_in_flight:
             return False
-        held = self.inflight.bytes_in_flight()
         return held == 0 or held + size <= self.settings.max_in_flight_bytes
 
     def _wait_for_room(self, size: int) -> None:

@@ -19,6 +19,7 @@ from producer.watcher import start_observer
 from shared.core.blobs import Blobs
 from shared.core.celery_app import make_app
 from shared.core.inflight import InFlight
+from shared.core.leftovers import DEFAULT_OLDER_THAN_S as LEFTOVER_AGE_S
 from shared.core.leftovers import sweep_leftovers
 from shared.core.publisher import CeleryPublisher, Publisher
 from shared.core.settings import Settings
@@ -47,6 +48,7 @@ class Producer:
         self.enqueuer = Enqueuer(settings, publisher, self.inflight, blobs=Blobs.connect(settings))
         self.stats: Counter[str] = Counter()
         self._stop = threading.Event()
+        self._next_sweep = 0.0  # monotonic time of the next left-over sweep
 
     def stop(self) -> None:
         self._stop.set()
@@ -54,11 +56,13 @@ class Producer:
     def scan(self, folder: Path | None = None) -> int:
         """Put every candidate under folder (default: the root) through the gate; how many.
 
-        A full scan (at start and at each reconcile) also sweeps kcap's abandoned temp files
-        out of the destination folders.
+        A full scan (at start, then at most once per sweep age) also sweeps kcap's abandoned
+        temp files out of the destination folders. More often would walk those trees, which
+        hold the whole dataset, for nothing: a temp file younger than the age is never taken.
         """
-        if folder is None:
-            sweep_leftovers(self._destinations())
+        if folder is None and time.monotonic() >= self._next_sweep:
+            sweep_leftovers(self._destinations(), older_than_s=LEFTOVER_AGE_S)
+            self._next_sweep = time.monotonic() + LEFTOVER_AGE_S
         count = 0
         for path in self.filter.walk(folder):
             self.gate.touch(path)

@@ -6,7 +6,8 @@ and kombu's envelope, written again into its unacknowledged-message hash), and t
 undoes it all. That costs more CPU than decoding the photo. So an image over
 INLINE_MAX_BYTES is stored once, raw, under `kcap:<prefix>blob:<job id>`; the job message
 says so (`image_stored`) and stays small. The route task deletes the blob when it frees the
-job's claim; a TTL removes any that nothing routed.
+job's claim (shared.core.inflight, in the same round trip); a TTL removes any that nothing
+routed.
 
 A worker that finds no blob for its job (already routed and deleted, or expired in a queue
 that waited longer than the TTL) drops that delivery without a result: the producer's
@@ -44,6 +45,3 @@ class Blobs:
     def get(self, job_id: str) -> bytes | None:
         data = self._redis.get(self._keys.blob(job_id))
         return bytes(data) if data is not None else None  # type: ignore[arg-type]
-
-    def delete(self, job_id: str) -> None:
-        self._redis.delete(self._keys.blob(job_id))

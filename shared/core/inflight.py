@@ -83,9 +83,17 @@ class InFlight:
         pipe.hdel(self._bytes, job_id)
         pipe.execute()
 
+    def usage(self) -> tuple[int, int]:
+        """(jobs, input bytes) in flight, in one round trip: what the two caps compare."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._key)
+        pipe.hgetall(self._bytes)
+        jobs, sizes = pipe.execute()
+        return int(jobs), sum(int(size) for size in sizes.values())
+
     def bytes_in_flight(self) -> int:
         """The input bytes of the jobs in flight (a job's message carries its image)."""
-        return sum(int(size) for size in self._redis.hgetall(self._bytes).values())
+        return self.usage()[1]
 
     def contains(self, job_id: str) -> bool:
         return self._redis.zscore(self._key, job_id) is not None

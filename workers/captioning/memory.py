@@ -10,9 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
-
-log = logging.getLogger(__name__)
 
 # Images at least this large are followed by a trim; smaller ones leave too little to matter.
 TRIM_AFTER_PIXELS = 16_000_000

@@ -19,8 +19,6 @@ from shared.core.naming import METADATA_NAME
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = METADATA_NAME
-
 
 class MetadataLog:
     """The metadata.jsonl of one root folder (output or clip-failed).
@@ -30,7 +28,7 @@ class MetadataLog:
     """
 
     def __init__(self, root: Path) -> None:
-        self.path = root / FILE_NAME
+        self.path = root / METADATA_NAME
         self._lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self._job_ids: set[str] | None = None
