@@ -75,6 +75,14 @@ def load_model(
     return processor, model.to(device).eval()
 
 
+def config_model_type(source: str, *, flag: str, what: str) -> str:
+    """A checkpoint's model_type, read from its config alone (no weights, no class needed)."""
+    from transformers import PretrainedConfig
+
+    config, _ = load_pretrained(PretrainedConfig.get_config_dict, source, flag=flag, what=what)
+    return str(config.get("model_type", ""))
+
+
 def load_caption_model(source: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     """(processor, model) of an image-to-text checkpoint given as --caption-model."""
     from transformers import AutoModelForImageTextToText

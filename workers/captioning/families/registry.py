@@ -18,7 +18,7 @@ from shared.core.errors import ConfigError
 from shared.core.settings import Settings
 from workers.captioning.families import blip2, florence2, idefics3, kosmos2, llava, qwen_vl
 from workers.captioning.families.base import CaptionAdapter
-from workers.captioning.loading import load_pretrained
+from workers.captioning.loading import config_model_type
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,8 @@ def supported() -> dict[str, str]:
 
 
 def model_type_of(source: str) -> str:
-    """The checkpoint's model_type, read from its config alone (no weights, no class needed)."""
-    from transformers import PretrainedConfig
-
-    config, _ = load_pretrained(
-        PretrainedConfig.get_config_dict, source, flag="--caption-model", what="caption model"
-    )
-    return str(config.get("model_type", ""))
+    """The caption checkpoint's model_type, read from its config alone."""
+    return config_model_type(source, flag="--caption-model", what="caption model")
 
 
 def check_family(model_type: str, *, source: str) -> ModuleType:

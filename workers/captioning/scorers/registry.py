@@ -11,7 +11,7 @@ import torch
 
 from shared.core.errors import ConfigError
 from shared.core.scoring import ScorerFamily
-from workers.captioning.loading import load_pretrained
+from workers.captioning.loading import config_model_type
 from workers.captioning.scorer import Scorer
 from workers.captioning.scorers.base import ScorerAdapter
 from workers.captioning.scorers.siglip import SiglipScorer
@@ -26,17 +26,8 @@ SCORER_MODEL_TYPES: dict[str, ScorerFamily] = {
 }
 
 
-def scorer_model_type(source: str) -> str:
-    from transformers import PretrainedConfig
-
-    config, _ = load_pretrained(
-        PretrainedConfig.get_config_dict, source, flag="--clip-model", what="CLIP model"
-    )
-    return str(config.get("model_type", ""))
-
-
 def load_scorer(source: str, *, device: torch.device, dtype: torch.dtype) -> ScorerAdapter:
-    model_type = scorer_model_type(source)
+    model_type = config_model_type(source, flag="--clip-model", what="CLIP model")
     family = SCORER_MODEL_TYPES.get(model_type)
     if family is None:
         supported = ", ".join(f"{f.value} ({t})" for t, f in SCORER_MODEL_TYPES.items())
