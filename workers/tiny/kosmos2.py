@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -61,21 +61,23 @@ class Kosmos2Preset:
     grammar: tuple[float, float] = (0.2, 1.0)
 
 
+# A few MB. Wide enough (64) that images steer greedy decoding apart;
+# narrower configs tend to write the same caption for every image.
+_TINY: Final = Kosmos2Preset(
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=2,
+    vision_heads=2,
+    vision_intermediate=64,
+    text_embed_dim=64,
+    text_layers=2,
+    text_heads=2,
+    text_ffn_dim=128,
+)
+
 KOSMOS2_PRESETS: Final[dict[str, Kosmos2Preset]] = {
-    # A few MB. Wide enough (64) that images steer greedy decoding apart;
-    # narrower configs tend to write the same caption for every image.
-    "tiny": Kosmos2Preset(
-        image_size=32,
-        patch_size=8,
-        vision_hidden=32,
-        vision_layers=2,
-        vision_heads=2,
-        vision_intermediate=64,
-        text_embed_dim=64,
-        text_layers=2,
-        text_heads=2,
-        text_ffn_dim=128,
-    ),
+    "tiny": _TINY,
     # The tiny model behind the real processor size (224 px, patch 14, as the hub
     # checkpoint): a near-null model whose preprocessing costs what the real one's does.
     # The host-path benchmark measures decoding and resizing real-size photos with it.
@@ -94,19 +96,7 @@ KOSMOS2_PRESETS: Final[dict[str, Kosmos2Preset]] = {
     # A narrow decoder with many layers: bound by per-step overhead (one dispatch per small
     # op), the way a real decoder is bound by kernel launches on a GPU, so it stands in for
     # a GPU when the decode loop is measured on a CPU.
-    "deep": Kosmos2Preset(
-        image_size=32,
-        patch_size=8,
-        vision_hidden=32,
-        vision_layers=2,
-        vision_heads=2,
-        vision_intermediate=64,
-        text_embed_dim=64,
-        text_layers=16,
-        text_heads=2,
-        text_ffn_dim=128,
-        grammar=(0.35, 0.9),
-    ),
+    "deep": replace(_TINY, text_layers=16, grammar=(0.35, 0.9)),
     # CPU benchmark workload: real 224 px / patch 14 input (257 vision tokens), so
     # preprocessing and the vision tower do realistic work per image. Sized so the model
     # dominates, as the benchmark asks: on 2 quiet cores about 110 ms per image at batch 1
