@@ -16,11 +16,10 @@ from transformers import (
     Florence2Config,
     Florence2ForConditionalGeneration,
     Florence2Processor,
-    GenerationConfig,
 )
 
 from workers.tiny.common import SEED
-from workers.tiny.words import mute_all_but_words, word_tokenizer
+from workers.tiny.words import save_word_model, word_tokenizer
 
 _SPECIALS: Final = ("<s>", "<pad>", "</s>", "<image>")
 _BOS, _PAD, _EOS = 0, 1, 2
@@ -95,16 +94,6 @@ def build_florence2(out_dir: Path) -> Path:
     )
     torch.manual_seed(SEED)
     model = Florence2ForConditionalGeneration(config).eval()
-    mute_all_but_words(model.get_output_embeddings(), tokenizer)
-    model.generation_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        bos_token_id=_BOS,
-        eos_token_id=_EOS,
-        pad_token_id=_PAD,
-        decoder_start_token_id=_EOS,
+    return save_word_model(
+        model, processor, out_dir, pad=_PAD, bos=_BOS, eos=_EOS, decoder_start_token_id=_EOS
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    processor.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
-    return out_dir

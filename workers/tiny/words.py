@@ -123,11 +123,16 @@ def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, *, pad: int, bos: int,
     }
 
 
-def save_word_model(model: Any, processor: Any, out_dir: Path, *, pad: int, bos: int, eos: int) -> Path:
-    """Speak only corpus words, decode greedily, and save model and processor to out_dir."""
+def save_word_model(
+    model: Any, processor: Any, out_dir: Path, *, pad: int, bos: int, eos: int, **generation: Any
+) -> Path:
+    """Speak only corpus words, decode greedily, and save model and processor to out_dir.
+
+    generation: further generation-config fields (an encoder-decoder's decoder_start_token_id).
+    """
     mute_all_but_words(model.get_output_embeddings(), processor.tokenizer)
     model.generation_config = GenerationConfig(
-        do_sample=False, num_beams=1, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad
+        do_sample=False, num_beams=1, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, **generation
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(out_dir)
