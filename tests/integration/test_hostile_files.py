@@ -108,5 +108,6 @@ def test_temp_files_of_a_killed_route_worker_are_swept_and_fresh_ones_kept(
     fresh = settings.output_dir / ".kcap-tmp-5f6a-c.png"  # another route host writing now
     fresh.write_bytes(b"in progress")
     router = procs.kcap("router", settings=settings)
+    procs.kcap("watch", settings=settings)  # its start-up scan sweeps the destination folders
     wait_for(lambda: not any(p.exists() for p in abandoned), timeout_s=30, what="the sweep", logs=procs.logs)
     assert fresh.exists() and router.poll() is None

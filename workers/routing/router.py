@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.core.errors import ConfigError
-from shared.core.leftovers import sweep_leftovers
 from shared.core.messages import Result
 from shared.core.naming import (
     Placement,
@@ -89,8 +88,6 @@ class Router:
         # suffices, and images of other stems are filed side by side (their fsyncs overlap).
         self._placing = [threading.Lock() for _ in range(_PLACING_STRIPES)]
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
-        # A route worker killed mid-write left temp files; a start is the moment to clear them.
-        sweep_leftovers(self.roots.values())
         # Per scorer family; warns at start when --threshold was given for another family.
         self.thresholds = Thresholds(
             settings.threshold, given_for=settings.threshold_family or scorer_family_of(settings.clip_model)
