@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from shared.core.decoding import DECODER_CHOICES
-from shared.core.scoring import SCORE_METHODS
+from shared.core.scoring import SCORE_METHODS, SCORER_FAMILIES
 from shared.core.settings import Settings
 
 # (flags, settings field, argparse keyword arguments). Defaults stay None so that unset
@@ -76,7 +76,7 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
         ("--threshold-family",),
         "threshold_family",
         {
-            "choices": ["clip", "siglip", "siglip2"],
+            "choices": list(SCORER_FAMILIES),
             "help": "the scorer family --threshold is for (default: the family of --clip-model)",
         },
     ),

@@ -188,8 +188,7 @@ class Engine:
             shrunk = presize(image, processors)
             caption_pixels = self.captioner.preprocess(shrunk[0])
             clip_pixels = self.scorer().preprocess(shrunk[1]) if job.options.score else None
-            del shrunk
-            del opened, image
+            del shrunk, opened, image  # the full-size pixels go before the trim below
         if pixels >= TRIM_AFTER_PIXELS:
             release_freed_memory()
         return Prepared(

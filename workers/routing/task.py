@@ -154,7 +154,7 @@ def register_route_task(
             return REJECTED
         except InputNotSettled as exc:
             log.info("%s; routing it again in %.1fs", exc, exc.wait_s)
-            raise task.retry(exc=exc, countdown=max(0.1, exc.wait_s), max_retries=None) from exc
+            raise task.retry(exc=exc, countdown=max(0.1, exc.wait_s)) from exc
         except OSError as exc:
             attempt = task.request.retries + 1
             delay = retry_delay_s(attempt, visibility_timeout_s=settings.visibility_timeout_s)
