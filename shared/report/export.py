@@ -41,28 +41,10 @@ SUMMARY_NAME = "summary.json"
 
 
 def row_values(row: Row) -> dict[str, Any]:
-    return {
-        "path": row.path,
-        "root": row.root,
-        "caption": row.caption,
-        "clip_score": row.clip_score,
-        "clip_score_method": row.clip_score_method,
-        "clip_score_original": row.clip_score_original,
-        "clip_score_sentence_chunks": row.clip_score_sentence_chunks,
-        "clipscore": row.clipscore,
-        "threshold": row.threshold,
-        "caption_model": row.caption_model,
-        "caption_family": row.caption_family,
-        "clip_model": row.clip_model,
-        "clip_score_family": row.clip_score_family,
-        "width": row.width,
-        "height": row.height,
-        "entities": len(row.entities),
-        "job_id": row.job_id,
-        "source": row.source,
-        "error": row.error,
-        "error_class": row.error_class,
-    }
+    """Each column is the Row field of its name; entities are counted."""
+    values = {column: getattr(row, column) for column in COLUMNS}
+    values["entities"] = len(row.entities)
+    return values
 
 
 def write_csv(dataset: Dataset, out: Path) -> None:
