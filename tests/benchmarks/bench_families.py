@@ -11,11 +11,14 @@ length, image tokens) on this machine, not the real checkpoints' speed.
 from __future__ import annotations
 
 import argparse
+import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -31,7 +34,7 @@ CPU = torch.device("cpu")
 PROMPT = "detailed"
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -42,12 +45,14 @@ def main() -> None:
     images = tiny_images(args.images, seed=7, size=(320, 240))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.images} images of 320x240, "
-        f"batch {args.batch_size}, {args.new_tokens} new tokens; best of {args.repeats}"
+        f"batch {args.batch_size}, {args.new_tokens} new tokens; best of {args.repeats}; "
+        "ratios against the first row of each table, measured in this process"
     )
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         captions: list[str] = []
-        print(f"{'caption family':<16}{'images/s':>10}{'ms/image':>10}")
+        table = _Table("caption family")
         for family, build in CAPTIONERS.items():
             adapter = load_captioner(
                 str(build(root / family)), device=CPU, dtype=torch.float32, max_image_tokens=1280
@@ -55,16 +60,42 @@ def main() -> None:
             work = partial(
                 caption_pass, adapter, images, batch_size=args.batch_size, new_tokens=args.new_tokens
             )
-            captions = captions or work()  # also the warm-up
-            best = min(_timed(work) for _ in range(args.repeats))
-            print(f"{family:<16}{len(images) / best:>10.1f}{1000 * best / len(images):>10.1f}")
-        print(f"{'scorer family':<16}{'images/s':>10}{'ms/image':>10}")
+            first = work()  # also the warm-up
+            captions = captions or first
+            # Greedy decoding: every timed pass must write the first pass's captions again.
+            table.row(
+                family, len(images), [_timed(work, first, family, problems) for _ in range(args.repeats)]
+            )
+        table = _Table("scorer family")
         for family, build in SCORERS.items():
             scorer = load_scorer(str(build(root / family)), device=CPU, dtype=torch.float32)
             work = partial(score_pass, scorer, images, captions, batch_size=args.batch_size)
-            work()  # warm-up
-            best = min(_timed(work) for _ in range(args.repeats))
-            print(f"{family:<16}{len(images) / best:>10.1f}{1000 * best / len(images):>10.1f}")
+            first = work()  # also the warm-up
+            table.row(
+                family, len(images), [_timed(work, first, family, problems) for _ in range(args.repeats)]
+            )
+    for problem in problems:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+class _Table:
+    """Prints one table: images/s and CPU ms per image, with ratios against its first row."""
+
+    def __init__(self, title: str) -> None:
+        self.base: tuple[float, float] | None = None
+        header = f"{'images/s':>10}{'vs first':>10}{'CPU ms/img':>12}{'vs first':>10}{'peak RSS MiB':>14}"
+        print(f"{title:<16}{header}")
+
+    def row(self, name: str, images: int, passes: list[tuple[float, float]]) -> None:
+        wall, cpu = min(passes)  # the fastest pass, and its CPU
+        rate, cpu_ms = images / wall, 1000 * cpu / images
+        self.base = self.base or (rate, cpu_ms)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(
+            f"{name:<16}{rate:>10.1f}{rate / self.base[0]:>9.2f}x{cpu_ms:>12.1f}"
+            f"{cpu_ms / self.base[1]:>9.2f}x{peak:>14.0f}"
+        )
 
 
 def caption_pass(
@@ -81,17 +112,29 @@ def caption_pass(
 
 def score_pass(
     scorer: ScorerAdapter, images: list[Image.Image], captions: list[str], *, batch_size: int
-) -> None:
+) -> list[float]:
+    """Score every caption against its image in batches; the routing scores."""
+    scores: list[float] = []
     for start in range(0, len(images), batch_size):
         items = [scorer.preprocess(image) for image in images[start : start + batch_size]]
-        scorer.score(items, captions[start : start + batch_size])
+        batch = scorer.score(items, captions[start : start + batch_size])
+        scores += [score.routing("original") for score in batch]
+    return scores
 
 
-def _timed(work: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
+def _timed(
+    work: Callable[[], list[Any]], expected: list[Any], family: str, problems: list[str]
+) -> tuple[float, float]:
+    """(wall s, CPU s) of one pass; a pass that differs from the first is a problem."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    got = work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if len(got) != len(expected) or any(
+        a != b if isinstance(a, str) else abs(a - b) > 1e-4 for a, b in zip(got, expected, strict=False)
+    ):
+        problems.append(f"{family}: a repeated pass gave other results than the first")
+    return wall, cpu
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
