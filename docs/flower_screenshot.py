@@ -83,8 +83,11 @@ def run(out_dir: Path, *, images: int) -> list[Path]:
 
             def seen_by_flower() -> bool:
                 samples = scrape(f"{base}/metrics")
-                routed = value(samples, "flower_events_total", task="kcap.route", type="task-succeeded")
-                return routed >= total
+                done = {
+                    task: value(samples, "flower_events_total", task=task, type="task-succeeded")
+                    for task in ("kcap.caption", "kcap.route_batch")
+                }
+                return done["kcap.caption"] >= images and done["kcap.route_batch"] >= 1
 
             wait_for(
                 lambda: len(routed_sources(settings)) >= total, timeout_s=180, what="routed", logs=procs.tail

@@ -17,6 +17,9 @@ from shared.core.settings import Settings
 
 CAPTION_TASK = "kcap.caption"
 ROUTE_TASK = "kcap.route"
+# Many results in one message: the caption worker sends what one batch finished together, so
+# the route worker pays Celery's per-message cost once per batch rather than once per image.
+ROUTE_BATCH_TASK = "kcap.route_batch"
 
 
 def make_app(settings: Settings) -> Celery:
@@ -73,6 +76,7 @@ def _config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             CAPTION_TASK: {"queue": settings.caption_queue},
             ROUTE_TASK: {"queue": settings.route_queue},
+            ROUTE_BATCH_TASK: {"queue": settings.route_queue},
         },
         "task_create_missing_queues": True,
     }

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from celery import Celery
 
-from shared.core.celery_app import CAPTION_TASK, ROUTE_TASK
+from shared.core.celery_app import CAPTION_TASK, ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.messages import Job, Result
 
 
@@ -21,6 +21,9 @@ class Publisher(Protocol):
 
     def send_result(self, result: Result, *, queue: str) -> None:
         """Queue a result for the route worker that consumes queue."""
+
+    def send_results(self, results: list[Result], *, queue: str) -> None:
+        """Queue results for the route worker that consumes queue, as one message."""
 
 
 @dataclass
@@ -35,6 +38,9 @@ class CeleryPublisher:
     def send_result(self, result: Result, *, queue: str) -> None:
         self.app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=queue)
 
+    def send_results(self, results: list[Result], *, queue: str) -> None:
+        self.app.send_task(ROUTE_BATCH_TASK, args=[[r.to_dict() for r in results]], queue=queue)
+
 
 @dataclass
 class StubPublisher:
@@ -42,9 +48,15 @@ class StubPublisher:
 
     jobs: list[Job] = field(default_factory=list)
     results: list[tuple[Result, str]] = field(default_factory=list)
+    route_messages: int = 0  # a batch of results is one message
 
     def send_job(self, job: Job) -> None:
         self.jobs.append(job)
 
     def send_result(self, result: Result, *, queue: str) -> None:
         self.results.append((result, queue))
+        self.route_messages += 1
+
+    def send_results(self, results: list[Result], *, queue: str) -> None:
+        self.results.extend((result, queue) for result in results)
+        self.route_messages += 1

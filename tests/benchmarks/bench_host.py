@@ -57,6 +57,7 @@ class HostPlan:
     route_images: int = 2000
     slow_route_images: int = 400
     slow_fsync_ms: float = 5.0
+    route_batch: int = 16  # results per route message: a caption batch at the default --batch-size
 
     def e2e_plan(self, images: int) -> Plan:
         return Plan(
@@ -184,12 +185,20 @@ def part_s(workdir: Path, plan: HostPlan) -> dict[str, Any]:
     from tests.benchmarks.host_route import route_alone
 
     files = small_pngs(workdir / "small", plan.images)
-    return {
-        "disk": route_alone(workdir / "s" / "disk", files[: plan.route_images]),
-        "slow": route_alone(
-            workdir / "s" / "slow", files[: plan.slow_route_images], fsync_delay_ms=plan.slow_fsync_ms
-        ),
-    }
+    runs: dict[str, Any] = {}
+    # One message per image (how results travelled before, and still do from the producer)
+    # beside one per caption batch, in the same run.
+    for per_message in (1, plan.route_batch):
+        runs[f"disk/{per_message}"] = route_alone(
+            workdir / "s" / f"disk-{per_message}", files[: plan.route_images], per_message=per_message
+        )
+        runs[f"slow/{per_message}"] = route_alone(
+            workdir / "s" / f"slow-{per_message}",
+            files[: plan.slow_route_images],
+            fsync_delay_ms=plan.slow_fsync_ms,
+            per_message=per_message,
+        )
+    return runs
 
 
 PARTS = {"q": part_q, "p": part_p, "r": part_r, "s": part_s}
@@ -273,14 +282,16 @@ def render(results: dict[str, dict[str, Any]], plan: HostPlan) -> tuple[str, lis
                 problems.append(f"(r) kcap run over {run_name} routed {counts}")
     s = results.get("s")
     if s is not None:
-        disk, slow = s["disk"], s["slow"]
-        base = disk["images_per_s"]
-        for label, run in (("disk fsync", disk), (f"fsync +{plan.slow_fsync_ms:g} ms", slow)):
-            rss = f"tree {harness.mib(run['peak_tree_rss'])}"
-            rows.append(_row(f"(s) route worker alone, {label}", run["images"], run["images_per_s"], base,
-                             run["cpu_ms_per_image"], rss))  # fmt: skip
-            if run["routed"] != run["images"]:
-                problems.append(f"(s) {label}: {run['routed']} routed of {run['images']}")
+        for fsync, label in (("disk", "disk fsync"), ("slow", f"fsync +{plan.slow_fsync_ms:g} ms")):
+            base = s[f"{fsync}/1"]["images_per_s"]  # one message per image, in this run
+            for per_message in (1, plan.route_batch):
+                run = s[f"{fsync}/{per_message}"]
+                rss = f"tree {harness.mib(run['peak_tree_rss'])}"
+                name = f"(s) route worker alone, {label}, {per_message} result(s)/message"
+                rows.append(_row(name, run["images"], run["images_per_s"], base,
+                                 run["cpu_ms_per_image"], rss))  # fmt: skip
+                if run["routed"] != run["images"]:
+                    problems.append(f"{name}: {run['routed']} routed of {run['images']}")
     headers = ["path", "images", "images/s", "vs baseline", "CPU ms/image", "peak RSS MiB"]
     table = harness.markdown_table(headers, rows) if rows else ""
     return "\n".join([table, "", *lines]), problems

@@ -46,8 +46,12 @@ os.fsync = _slow_fsync
 '''
 
 
-def route_alone(base: Path, images: list[Path], *, fsync_delay_ms: float = 0.0) -> dict[str, Any]:
-    """File len(images) queued results with `kcap router`; images/s and CPU ms per image."""
+def route_alone(
+    base: Path, images: list[Path], *, fsync_delay_ms: float = 0.0, per_message: int = 1
+) -> dict[str, Any]:
+    """File len(images) queued results with `kcap router`, per_message results in each route
+    message (1: `kcap.route`; more: `kcap.route_batch`, as a caption batch sends them);
+    images/s and CPU ms per image."""
     shutil.rmtree(base, ignore_errors=True)
     inbox = base / "inbox"
     inbox.mkdir(parents=True)
@@ -63,7 +67,7 @@ def route_alone(base: Path, images: list[Path], *, fsync_delay_ms: float = 0.0) 
             errors_dir=base / "errors",
             state_dir=base / "state",
         )
-        _queue_results(settings, images)
+        _queue_results(settings, images, per_message)
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
         if fsync_delay_ms:
             shim = base / "slow-fsync"
@@ -77,9 +81,10 @@ def route_alone(base: Path, images: list[Path], *, fsync_delay_ms: float = 0.0) 
         redis.stop()
 
 
-def _queue_results(settings: Settings, images: list[Path]) -> None:
+def _queue_results(settings: Settings, images: list[Path], per_message: int) -> None:
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
+    results: list[Result] = []
     for i, path in enumerate(images):
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         result = Result(
@@ -91,7 +96,13 @@ def _queue_results(settings: Settings, images: list[Path]) -> None:
             score=20.0 if i % 2 else 10.0,  # half to output, half to clip-failed
             enqueued_at=time.time(),
         )
-        publisher.send_result(result, queue=settings.route_queue)
+        results.append(result)
+    for start in range(0, len(results), per_message):
+        chunk = results[start : start + per_message]
+        if per_message == 1:
+            publisher.send_result(chunk[0], queue=settings.route_queue)
+        else:
+            publisher.send_results(chunk, queue=settings.route_queue)
     app.close()
 
 

@@ -73,7 +73,7 @@ def test_the_terminal_shows_counts_and_the_log_files_hold_each_image(
     logs = settings.state_dir / "logs"
     worker_log = (logs / "worker.log").read_text()
     assert worker_log.count("Task kcap.caption[") >= 2 * len(names)  # received + succeeded
-    assert "Task kcap.route[" in (logs / "router.log").read_text()
+    assert "Task kcap.route_batch[" in (logs / "router.log").read_text()
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""`kcap.caption`: decode, wait for the batch, send the result to the job's route queue.
+"""`kcap.caption`: decode, wait for the batch, send the result to the job's route queue
+(with the other results that finished with it, in one message: workers/captioning/result_sender).
 
 The logic is caption_job, a plain function over an Engine and a Batcher; the Celery task
 around it counts the job's starts (a job its worker died on too often goes to errors
@@ -22,9 +23,9 @@ from shared.core.celery_app import CAPTION_TASK
 from shared.core.errors import BadImageError, DecodeError, WorkerDiedError
 from shared.core.message_guard import GuardedStrategy
 from shared.core.messages import CaptionOptions, Job, Result
-from shared.core.publisher import Publisher
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Captioned, Engine, Prepared
+from workers.captioning.result_sender import ResultSender
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def register_caption_task(
     app: Celery,
     engine: Engine,
     batcher: Batcher[CaptionOptions, Prepared, Captioned],
-    publisher: Publisher,
+    sender: ResultSender,
     *,
     worker: str,
     attempts: Attempts,
@@ -179,7 +180,7 @@ def register_caption_task(
                 if job.image_stored and image is None:
                     return  # nothing to caption; see stored_image
                 result = caption_or_retry(self, job, image)
-            publisher.send_result(result, queue=reply_queue)
+            sender.send(result, queue=reply_queue)
         finally:
             attempts.end(job.job_id)  # this attempt ended here, whichever way: not a death
 

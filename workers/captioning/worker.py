@@ -11,6 +11,7 @@ from shared.core.publisher import CeleryPublisher
 from shared.core.settings import Settings
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Engine
+from workers.captioning.result_sender import ResultSender
 from workers.captioning.task import register_caption_task
 
 
@@ -29,11 +30,12 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
     client, _ = guard_worker(settings, worker=name)
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
+    sender = ResultSender(publisher, max_results=settings.batch_size).start()
     register_caption_task(
         app,
         engine,
         batcher,
-        publisher,
+        sender,
         worker=name,
         attempts=Attempts(client, settings.keys, settings.caption_queue),
         max_worker_deaths=settings.max_worker_deaths,
@@ -44,3 +46,4 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         app.worker_main(worker_argv(settings.caption_queue, concurrency=2 * settings.batch_size, name=name))
     finally:
         batcher.stop()
+        sender.stop()

@@ -1,20 +1,24 @@
-"""`kcap.route`: file one result. The logic is route_result, a plain function; the Celery
-task around it turns an I/O error into a delayed retry, sets a refused path aside, and files
-as an error a result that the route worker died on too often. A message that is not a
-result never reaches it: the task's GuardedStrategy sets it aside (shared.core.message_guard)."""
+"""`kcap.route_batch` files the results of one caption batch, `kcap.route` one result (the
+producer's refusals, and messages set aside then sent again). The logic is route_result, a
+plain function; the tasks around it turn an I/O error into a delayed retry of what failed
+(only that: the rest is filed), set a refused path aside, and file as an error a result that
+the route worker died on too often. A message that is not a result (or a list of them) never
+reaches them: the tasks' GuardedStrategy sets it aside (shared.core.message_guard)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery, Task
 
 from shared.core.attempts import Attempts
-from shared.core.celery_app import ROUTE_TASK
+from shared.core.celery_app import ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.errors import DecodeError, UnsafePathError
 from shared.core.inflight import InFlight
@@ -27,7 +31,8 @@ from workers.routing.router import InputNotSettled, Routed, Router
 
 log = logging.getLogger(__name__)
 
-REJECTED = "rejected"
+# How many results one route worker files at once (their fsyncs overlap on network storage).
+ROUTE_THREADS = 16
 
 
 def route_result(result: Result, router: Router, inflight: InFlight) -> Routed:
@@ -100,6 +105,18 @@ def check_route_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
         raise DecodeError(f"not a result: {exc}", payload=exc.payload) from exc
 
 
+def check_route_batch_arguments(args: list[Any], kwargs: dict[str, Any]) -> None:
+    """A route-batch message's one argument is a non-empty list of results."""
+    results = args[0]
+    if not isinstance(results, list) or not results:
+        raise ValueError("a route batch is a non-empty list of results")
+    for index, data in enumerate(results):
+        try:
+            Result.from_dict(data)
+        except DecodeError as exc:
+            raise DecodeError(f"item {index} is not a result: {exc}", payload=exc.payload) from exc
+
+
 def as_error(result: Result, deaths: int) -> Result:
     """A result the route worker died on `deaths` times, as an error: the input still lands
     in errors, with a record saying why, and nothing of the result is written."""
@@ -117,33 +134,37 @@ def as_error(result: Result, deaths: int) -> Result:
     )
 
 
+@dataclass(frozen=True)
+class Later:
+    """A result to route again, after delay_s."""
+
+    data: dict[str, Any]
+    delay_s: float
+
+
 def register_route_task(
     app: Celery, settings: Settings, *, dead_letters: DeadLetters, attempts: Attempts, worker: str
-) -> Task:
+) -> tuple[Task, Task]:
+    """The route task for one result, and the one for a caption batch's results (the usual)."""
     router = Router(settings)
     inflight = InFlight.connect(settings)
-    strategy = GuardedStrategy(max_bytes=ROUTE_MESSAGE_LIMIT_BYTES, check=check_route_arguments)
+    # A batch's results are filed side by side, as many at once as the route threads of
+    # one-result messages would be: on network storage their fsyncs overlap.
+    filing = ThreadPoolExecutor(ROUTE_THREADS, thread_name_prefix="kcap-file")
 
-    @app.task(name=ROUTE_TASK, bind=True, max_retries=None, Strategy=strategy)
-    def route(self: Task, result_data: dict[str, Any]) -> str:
+    def file_one(result_data: dict[str, Any], request: Any) -> Later | None:
+        """Route one result; what to route again later, or None when it is done with."""
         result = Result.from_dict(result_data)  # GuardedStrategy let through only results
         deaths = attempts.start(result.job_id)
         try:
             if deaths >= settings.max_worker_deaths:
                 result = as_error(result, deaths)
-            return route_or_retry(self, result, result_data)
-        finally:
-            attempts.end(result.job_id)
-
-    def route_or_retry(task: Task, result: Result, result_data: dict[str, Any]) -> str:
-        try:
-            routed = route_result(result, router, inflight)
+            route_result(result, router, inflight)
         except UnsafePathError as exc:
             log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
-            request = task.request
             dead_letters.add(
                 DeadLetter.of(
-                    json.dumps([[result_data], {}, {}]),
+                    json.dumps([[result_data], {}, {}]),  # set aside as a one-result message
                     queue=str((request.delivery_info or {}).get("routing_key") or settings.route_queue),
                     reason=f"refused path {result.rel_path!r}: {exc}",
                     task=ROUTE_TASK,
@@ -151,23 +172,46 @@ def register_route_task(
                     worker=worker,
                 )
             )
-            return REJECTED
         except InputNotSettled as exc:
             log.info("%s; routing it again in %.1fs", exc, exc.wait_s)
-            raise task.retry(exc=exc, countdown=max(0.1, exc.wait_s)) from exc
+            return Later(result_data, max(0.1, exc.wait_s))
         except OSError as exc:
-            attempt = task.request.retries + 1
-            delay = retry_delay_s(attempt, visibility_timeout_s=settings.visibility_timeout_s)
+            delay = retry_delay_s(request.retries + 1, visibility_timeout_s=settings.visibility_timeout_s)
             log.error(
                 "job %s: cannot write its files (%s: %s); attempt %d, retrying in %ds; "
                 "the input stays untouched",
                 result.job_id,
                 type(exc).__name__,
                 exc,
-                attempt,
+                request.retries + 1,
                 delay,
             )
-            raise task.retry(exc=exc, countdown=delay) from exc
-        return routed.outcome.value if routed.outcome else "skipped"
+            return Later(result_data, delay)
+        finally:
+            attempts.end(result.job_id)  # this attempt ended here, whichever way: not a death
+        return None
 
-    return route
+    def route_again(task: Task, later: list[Later], *, as_batch: bool) -> None:
+        """Re-publish only what must be routed again (the rest is filed), once the soonest is due."""
+        if not later:
+            return
+        data = [item.data for item in later]
+        args = [data] if as_batch else data
+        countdown = min(item.delay_s for item in later)
+        raise task.retry(args=args, countdown=countdown)
+
+    single = GuardedStrategy(max_bytes=ROUTE_MESSAGE_LIMIT_BYTES, check=check_route_arguments)
+    batch = GuardedStrategy(max_bytes=ROUTE_MESSAGE_LIMIT_BYTES, check=check_route_batch_arguments)
+
+    @app.task(name=ROUTE_TASK, bind=True, max_retries=None, Strategy=single)
+    def route(self: Task, result_data: dict[str, Any]) -> None:
+        later = file_one(result_data, self.request)
+        route_again(self, [later] if later else [], as_batch=False)
+
+    @app.task(name=ROUTE_BATCH_TASK, bind=True, max_retries=None, Strategy=batch)
+    def route_batch(self: Task, results_data: list[dict[str, Any]]) -> None:
+        request = self.request
+        filed = list(filing.map(lambda data: file_one(data, request), results_data))
+        route_again(self, [later for later in filed if later is not None], as_batch=True)
+
+    return route, route_batch
