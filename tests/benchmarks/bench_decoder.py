@@ -1,6 +1,6 @@
 """CPU benchmark of the decode loop: transformers' generate against kcap's static decoder.
 
-    python tests/benchmarks/bench_decoder.py [--images 256] [--slots 64] [--threads 1]
+    python tests/benchmarks/bench_decoder.py [--images 256] [--slots 64] [--threads 1] [--pool-only]
     make bench                     # through tests/benchmarks/test_bench_decoder.py
 
 One process, the same images, the same model, side by side, fp32 on the CPU:
@@ -10,6 +10,10 @@ One process, the same images, the same model, side by side, fp32 on the CPU:
 (k)  kcap's decoder, all images through --slots slots, refilled as rows finish;
 (s+c), (k+c)  the same with the step compiled (torch.compile, inductor on the CPU); the
      compile and warm-up are timed apart, as a worker does them at start.
+
+First, a table of images arriving over time from a pool of threads, as Celery's pool hands
+them over (bench_stream.py): the static decoder fed per batch by the Batcher against
+streamed by the DecodeStream, images/s and CPU ms per image (--pool-only: that alone).
 
 With --e2e it also runs `kcap run` (embedded Redis, the real caption and route workers,
 a folder of JPEGs to routed files) on the deep grounded model twice: --decoder generate at
@@ -43,6 +47,7 @@ import torch  # noqa: E402
 
 from shared.core.prompts import PRESETS  # noqa: E402
 from tests.benchmarks import harness  # noqa: E402
+from tests.benchmarks.bench_stream import run_pool_workload  # noqa: E402
 from workers.captioning.captioner import Captioner  # noqa: E402
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows  # noqa: E402
 from workers.tiny.images import tiny_images  # noqa: E402
@@ -259,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     parser.add_argument("--e2e", action="store_true", help="also time `kcap run` both ways")
     parser.add_argument("--e2e-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pool-only",
+        action="store_true",
+        help="only images arriving from a pool: per batch against streamed",
+    )
     args = parser.parse_args(argv)
     if args.e2e or args.e2e_only:
         with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-e2e-") as temp:
@@ -274,6 +284,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.e2e_only:
             return 0
+    with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-pool-") as temp:
+        table, pool_bad = run_pool_workload(
+            Path(temp), images=args.images, new_tokens=args.new_tokens, threads=args.threads
+        )
+    print(table, flush=True)
+    if pool_bad:
+        print(f"FAIL: {pool_bad} streamed or batched captions differ from generate's", file=sys.stderr)
+    if args.pool_only:
+        return 1 if pool_bad else 0
     with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-") as temp:
         rows = run_all(
             Path(temp),
@@ -284,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=not args.no_compile,
         )
     print(render(rows))
-    bad = sum(row.mismatches for row in rows)
+    bad = sum(row.mismatches for row in rows) + pool_bad
     if bad:
         print(f"FAIL: {bad} captions differ from generate's", file=sys.stderr)
     return 1 if bad else 0
