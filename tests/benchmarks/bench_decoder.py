@@ -16,10 +16,9 @@ them over (bench_stream.py): the static decoder fed per batch by the Batcher aga
 streamed by the DecodeStream, images/s and CPU ms per image (--pool-only: that alone).
 
 With --e2e it also runs `kcap run` (embedded Redis, the real caption and route workers,
-a folder of JPEGs to routed files) on the deep grounded model twice: --decoder generate at
-batch --slots, and the default decoder at --slots slots fed batches of twice that (so
-slots are refilled within a batch). Figures: start to exit, and the steady state (first
-to last image routed).
+a folder of JPEGs to routed files) on the deep grounded model twice, at the default batch
+size and slots: --decoder generate, and the default decoder (kcap's, streamed across jobs).
+Figures: start to exit, and the steady state (first to last image routed).
 
 Workloads: the "deep" tiny Kosmos-2 (16 layers of width 64: bound by per-step overhead, as
 a real decoder is bound by kernel launches on a GPU) in its "grounded" caption mode, whose
@@ -215,8 +214,10 @@ def run_all(
     return rows
 
 
-def run_e2e(workdir: Path, *, images: int, slots: int, new_tokens: int, threads: int) -> str:
-    """`kcap run` both ways on the deep grounded model; a markdown table."""
+def run_e2e(workdir: Path, *, images: int, new_tokens: int, threads: int) -> str:
+    """`kcap run` with its default batch size and slots, --decoder generate against the
+    default (kcap's decoder, streamed), on the deep grounded model; a markdown table."""
+    from shared.core.settings import Settings
     from tests.benchmarks import cpu_e2e
     from tests.benchmarks.cpu_plan import Plan
     from workers.tiny.clip import build_clip
@@ -225,25 +226,29 @@ def run_e2e(workdir: Path, *, images: int, slots: int, new_tokens: int, threads:
     clip = build_clip(workdir / "e2e-clip", preset="tiny")
     files = harness.write_images(workdir / "e2e-images", images, size=(64, 48))
     real_settings = cpu_e2e.bench_settings
+    defaults = Settings()
     table = [
         "| kcap run | batch | slots | routed | start to exit s | first to last routed s | images/s steady |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     captions: list[dict[str, str]] = []
-    for decoder, batch in (("generate", slots), ("auto", 2 * slots)):
+    for decoder in ("generate", "auto"):
 
         def settings_for(k: Path, c: Path, plan: Plan, _d: str = decoder, **more: Any) -> Any:
-            return real_settings(k, c, plan, decoder=_d, decoder_slots=slots, **more)
+            return real_settings(k, c, plan, decoder=_d, **more)
 
         cpu_e2e.bench_settings = settings_for  # type: ignore[assignment]
         try:
-            plan = Plan(images=images, new_tokens=new_tokens, e2e_batch_size=batch, threads=threads)
+            plan = Plan(
+                images=images, new_tokens=new_tokens, e2e_batch_size=defaults.batch_size, threads=threads
+            )
             run = cpu_e2e.kcap_run_once(workdir / f"e2e-{decoder}", kosmos, clip, files, plan)
         finally:
             cpu_e2e.bench_settings = real_settings
         steady = run["phases"].get("first_to_last_routed_s", 0.0)
+        slots = f"{defaults.decoder_slots}, streamed" if decoder == "auto" else "-"
         table.append(
-            f"| --decoder {decoder} | {batch} | {slots if decoder == 'auto' else '-'} | {run['routed']} | "
+            f"| --decoder {decoder} | {defaults.batch_size} | {slots} | {run['routed']} | "
             f"{run['wall_s']:.1f} | {steady:.1f} | {run['routed'] / steady if steady else 0:.1f} |"
         )
         captions.append(run["captions"])
@@ -273,13 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.e2e or args.e2e_only:
         with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-e2e-") as temp:
             print(
-                run_e2e(
-                    Path(temp),
-                    images=args.images,
-                    slots=args.slots,
-                    new_tokens=args.new_tokens,
-                    threads=args.threads,
-                ),
+                run_e2e(Path(temp), images=args.images, new_tokens=args.new_tokens, threads=args.threads),
                 flush=True,
             )
         if args.e2e_only:
