@@ -143,7 +143,7 @@ class Kosmos2Decoder:
             device=self.device,
             dtype=self.dtype,
         )
-        step_module = Kosmos2DecodeStep(self.model, cache)
+        step_module = Kosmos2DecodeStep(self.model, cache, compiled=self.compile_step)
         step: Step = step_module
         if self.compile_step:
             # CUDA: "reduce-overhead" captures the step as a CUDA graph, the whole point on a
