@@ -293,3 +293,17 @@ def test_a_job_with_two_prompts_through_the_stream_records_the_decoder(
     result = caption_job(job, engine, stream_for(7), worker="w1")
     assert result.ok and result.decoder == Decoder.KCAP_STATIC.value
     assert len(result.captions) == 2 and result.score is not None
+
+
+def test_a_failing_caption_fails_its_job_and_the_stream_goes_on(
+    stream_for: Callable[[int], DecodeStream], items: list[Prepared]
+) -> None:
+    """An image prepared without CLIP pixels under a scored key cannot be scored: its future
+    gets the error (the task retries it), and the next images are captioned as ever."""
+    stream = stream_for(7)
+    broken = replace(items[0], clip_pixels=None)
+    failing = stream.submit(_options("brief", score=True), broken)
+    with pytest.raises(RuntimeError, match="without CLIP pixels"):
+        failing.result(timeout=60)
+    after = stream.submit(_options("brief", score=True), items[1]).result(timeout=60)
+    assert after.scores is not None

@@ -94,13 +94,31 @@ class DecodeStream(KeyedQueue[CaptionOptions, Prepared, Captioned]):
 
     # -- the runner ----------------------------------------------------------
     def _loop(self) -> None:
-        while (work := self._take()) is not None:
-            if work.batch is not None:
-                key, batch = work.batch
-                resolve_batch(self._run_batch, key, [p.item for p in batch], [p.future for p in batch])
-            for key, group in work.admits:
-                self._admit(key, group)
-            self._step()
+        while True:
+            try:
+                if (work := self._take()) is None:
+                    return
+                if work.batch is not None:
+                    key, batch = work.batch
+                    resolve_batch(self._run_batch, key, [p.item for p in batch], [p.future for p in batch])
+                for key, group in work.admits:
+                    self._admit(key, group)
+                self._step()
+            except Exception as exc:  # a bug here must fail the waiting jobs, not hang them
+                log.exception("the decode stream's runner failed; failing its images")
+                self._fail_everything(exc)
+
+    def _fail_everything(self, exc: Exception) -> None:
+        self.decoder.evict()
+        failed = [live.pending for live in self._live.values()]
+        self._live.clear()
+        with self._cond:
+            for queue in self._pending.values():
+                failed += queue
+            self._pending.clear()
+        for pending in failed:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
 
     def _streamed(self, key: CaptionOptions) -> bool:
         if key not in self._streams:

@@ -27,6 +27,8 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
             max_size=settings.batch_size,
             max_wait_s=settings.batch_wait_ms / 1000,
             run_batch=timed_batches(engine.run_batch),
+            # Streamed, a "batch" in the metrics is the rows that ended at one step, and its
+            # seconds are their postprocessing and scoring (decoding overlaps other rows').
             finish_rows=timed_batches(engine.finish_streamed),
         ).start()
     else:
