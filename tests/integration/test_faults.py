@@ -85,6 +85,7 @@ def test_redis_restarting_mid_run_loses_nothing(
         visibility_timeout_s=6,
         max_new_tokens=24,
         batch_size=2,
+        decoder_slots=2,  # 4 jobs at a time, so the restart lands mid-run
         # A message kombu had popped but not yet recorded as unacknowledged when Redis went
         # down is gone from Redis (README, "Reliability"): kcap's answer is the stale-claim
         # resend from the reconcile scan, made quick here so that it lands within the wait.

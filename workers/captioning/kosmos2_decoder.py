@@ -114,11 +114,14 @@ class Kosmos2Decoder:
         self._step: Step | None = None
         self.stats = DecodeStats(slots=slots)
         self._rows: dict[int, SlotRow] = {}  # busy slot -> its row
-        # Each slot's last token and its length (where the step writes), as the step reads
-        # them; the lengths again on the host, so the attention span needs no device sync.
-        self._tokens = torch.full((slots,), self.pad_token_id, dtype=torch.long, device=self.device)
-        self._lengths = torch.zeros(slots, dtype=torch.long, device=self.device)
-        self._host_lengths = [0] * slots
+        self._reset_slots()
+
+    def _reset_slots(self) -> None:
+        """Each slot's last token and its length (where the step writes), as the step reads
+        them; the lengths again on the host, so the attention span needs no device sync."""
+        self._tokens = torch.full((self.slots,), self.pad_token_id, dtype=torch.long, device=self.device)
+        self._lengths = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        self._host_lengths = [0] * self.slots
 
     # -- the cache and the step ---------------------------------------------
     def _ensure_cache(self, max_len: int) -> tuple[StaticKVCache, Step]:
@@ -153,9 +156,7 @@ class Kosmos2Decoder:
             # CUDA, one recorded graph per span value, which is cheap next to a compile).
             step = torch.compile(step_module, mode=mode, fullgraph=True, dynamic=True)
         self._cache, self._step = cache, step
-        self._tokens = torch.full((self.slots,), self.pad_token_id, dtype=torch.long, device=self.device)
-        self._lengths = torch.zeros(self.slots, dtype=torch.long, device=self.device)
-        self._host_lengths = [0] * self.slots
+        self._reset_slots()
         log.info(
             "static KV cache: %d slots x %d positions, %.1f MiB (%s)",
             self.slots,
