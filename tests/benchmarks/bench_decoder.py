@@ -1,6 +1,6 @@
 """CPU benchmark of the decode loop: transformers' generate against kcap's static decoder.
 
-    python tests/benchmarks/bench_decoder.py [--images 256] [--slots 64] [--threads 1]
+    python tests/benchmarks/bench_decoder.py [--images 256] [--slots 64] [--threads 1] [--pool-only]
     make bench                     # through tests/benchmarks/test_bench_decoder.py
 
 One process, the same images, the same model, side by side, fp32 on the CPU:
@@ -11,11 +11,14 @@ One process, the same images, the same model, side by side, fp32 on the CPU:
 (s+c), (k+c)  the same with the step compiled (torch.compile, inductor on the CPU); the
      compile and warm-up are timed apart, as a worker does them at start.
 
+First, a table of images arriving over time from a pool of threads, as Celery's pool hands
+them over (bench_stream.py): the static decoder fed per batch by the Batcher against
+streamed by the DecodeStream, images/s and CPU ms per image (--pool-only: that alone).
+
 With --e2e it also runs `kcap run` (embedded Redis, the real caption and route workers,
-a folder of JPEGs to routed files) on the deep grounded model twice: --decoder generate at
-batch --slots, and the default decoder at --slots slots fed batches of twice that (so
-slots are refilled within a batch). Figures: start to exit, and the steady state (first
-to last image routed).
+a folder of JPEGs to routed files) on the deep grounded model twice, at the default batch
+size and slots: --decoder generate, and the default decoder (kcap's, streamed across jobs).
+Figures: start to exit, and the steady state (first to last image routed).
 
 Workloads: the "deep" tiny Kosmos-2 (16 layers of width 64: bound by per-step overhead, as
 a real decoder is bound by kernel launches on a GPU) in its "grounded" caption mode, whose
@@ -43,6 +46,7 @@ import torch  # noqa: E402
 
 from shared.core.prompts import PRESETS  # noqa: E402
 from tests.benchmarks import harness  # noqa: E402
+from tests.benchmarks.bench_stream import run_pool_workload  # noqa: E402
 from workers.captioning.captioner import Captioner  # noqa: E402
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows  # noqa: E402
 from workers.tiny.images import tiny_images  # noqa: E402
@@ -210,8 +214,10 @@ def run_all(
     return rows
 
 
-def run_e2e(workdir: Path, *, images: int, slots: int, new_tokens: int, threads: int) -> str:
-    """`kcap run` both ways on the deep grounded model; a markdown table."""
+def run_e2e(workdir: Path, *, images: int, new_tokens: int, threads: int) -> str:
+    """`kcap run` with its default batch size and slots, --decoder generate against the
+    default (kcap's decoder, streamed), on the deep grounded model; a markdown table."""
+    from shared.core.settings import Settings
     from tests.benchmarks import cpu_e2e
     from tests.benchmarks.cpu_plan import Plan
     from workers.tiny.clip import build_clip
@@ -220,25 +226,29 @@ def run_e2e(workdir: Path, *, images: int, slots: int, new_tokens: int, threads:
     clip = build_clip(workdir / "e2e-clip", preset="tiny")
     files = harness.write_images(workdir / "e2e-images", images, size=(64, 48))
     real_settings = cpu_e2e.bench_settings
+    defaults = Settings()
     table = [
         "| kcap run | batch | slots | routed | start to exit s | first to last routed s | images/s steady |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     captions: list[dict[str, str]] = []
-    for decoder, batch in (("generate", slots), ("auto", 2 * slots)):
+    for decoder in ("generate", "auto"):
 
         def settings_for(k: Path, c: Path, plan: Plan, _d: str = decoder, **more: Any) -> Any:
-            return real_settings(k, c, plan, decoder=_d, decoder_slots=slots, **more)
+            return real_settings(k, c, plan, decoder=_d, **more)
 
         cpu_e2e.bench_settings = settings_for  # type: ignore[assignment]
         try:
-            plan = Plan(images=images, new_tokens=new_tokens, e2e_batch_size=batch, threads=threads)
+            plan = Plan(
+                images=images, new_tokens=new_tokens, e2e_batch_size=defaults.batch_size, threads=threads
+            )
             run = cpu_e2e.kcap_run_once(workdir / f"e2e-{decoder}", kosmos, clip, files, plan)
         finally:
             cpu_e2e.bench_settings = real_settings
         steady = run["phases"].get("first_to_last_routed_s", 0.0)
+        slots = f"{defaults.decoder_slots}, streamed" if decoder == "auto" else "-"
         table.append(
-            f"| --decoder {decoder} | {batch} | {slots if decoder == 'auto' else '-'} | {run['routed']} | "
+            f"| --decoder {decoder} | {defaults.batch_size} | {slots} | {run['routed']} | "
             f"{run['wall_s']:.1f} | {steady:.1f} | {run['routed'] / steady if steady else 0:.1f} |"
         )
         captions.append(run["captions"])
@@ -259,21 +269,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
     parser.add_argument("--e2e", action="store_true", help="also time `kcap run` both ways")
     parser.add_argument("--e2e-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pool-only",
+        action="store_true",
+        help="only images arriving from a pool: per batch against streamed",
+    )
     args = parser.parse_args(argv)
     if args.e2e or args.e2e_only:
         with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-e2e-") as temp:
             print(
-                run_e2e(
-                    Path(temp),
-                    images=args.images,
-                    slots=args.slots,
-                    new_tokens=args.new_tokens,
-                    threads=args.threads,
-                ),
+                run_e2e(Path(temp), images=args.images, new_tokens=args.new_tokens, threads=args.threads),
                 flush=True,
             )
         if args.e2e_only:
             return 0
+    with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-pool-") as temp:
+        table, pool_bad = run_pool_workload(
+            Path(temp), images=args.images, new_tokens=args.new_tokens, threads=args.threads
+        )
+    print(table, flush=True)
+    if pool_bad:
+        print(f"FAIL: {pool_bad} streamed or batched captions differ from generate's", file=sys.stderr)
+    if args.pool_only:
+        return 1 if pool_bad else 0
     with tempfile.TemporaryDirectory(prefix="kcap-bench-decoder-") as temp:
         rows = run_all(
             Path(temp),
@@ -284,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=not args.no_compile,
         )
     print(render(rows))
-    bad = sum(row.mismatches for row in rows)
+    bad = sum(row.mismatches for row in rows) + pool_bad
     if bad:
         print(f"FAIL: {bad} captions differ from generate's", file=sys.stderr)
     return 1 if bad else 0

@@ -45,8 +45,11 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:
     # A short visibility timeout makes Redis hand the dead worker's jobs out again within
-    # seconds; production keeps 300 s (see README: the trade-off).
-    settings = make_settings(broker_url=redis_url, visibility_timeout_s=4, max_new_tokens=24, batch_size=2)
+    # seconds; production keeps 300 s (see README: the trade-off). Two slots and a batch of
+    # two hold 4 jobs at a time, so the kill lands mid-run (32 slots would take all 12 at once).
+    settings = make_settings(
+        broker_url=redis_url, visibility_timeout_s=4, max_new_tokens=24, batch_size=2, decoder_slots=2
+    )
     supervisor = procs.kcap("worker", settings=settings)
     procs.kcap("router", settings=settings)
     expected = drop_images(settings, 12, seed=31)
@@ -82,6 +85,7 @@ def test_redis_restarting_mid_run_loses_nothing(
         visibility_timeout_s=6,
         max_new_tokens=24,
         batch_size=2,
+        decoder_slots=2,  # 4 jobs at a time, so the restart lands mid-run
         # A message kombu had popped but not yet recorded as unacknowledged when Redis went
         # down is gone from Redis (README, "Reliability"): kcap's answer is the stale-claim
         # resend from the reconcile scan, made quick here so that it lands within the wait.

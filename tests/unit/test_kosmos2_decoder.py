@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from shared.core.prompts import PRESETS
+from tests.unit.small_gpu import small_gpu_step
 from workers.captioning.captioner import Caption, Captioner
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.tiny.images import tiny_images
@@ -113,19 +114,8 @@ def test_rows_cut_at_the_token_limit_equal_generate(
 def test_out_of_memory_halves_the_slots_and_loses_no_image(
     captioner: Captioner, pixels: list[torch.Tensor], reference: Reference, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Mocks a GPU: the step raises CUDA's out-of-memory error while more than 4 slots are
-    allocated (there is no GPU here to run out of memory)."""
-    from workers.captioning import kosmos2_decoder
-
-    real_step = kosmos2_decoder.Kosmos2DecodeStep
-
-    class SmallGpuStep(real_step):  # type: ignore[misc,valid-type]
-        def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, span: int) -> torch.Tensor:
-            if tokens.shape[0] > 4:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return super().forward(tokens, lengths, span)
-
-    monkeypatch.setattr(kosmos2_decoder, "Kosmos2DecodeStep", SmallGpuStep)
+    """Mocks a GPU (there is none here to run out of memory): see small_gpu_step."""
+    small_gpu_step(monkeypatch, max_rows=4)
     prompt = PRESETS["detailed"]
     decoder, rows = _decode(captioner, pixels[:20], slots=16, prompt=prompt, max_new=MAX_NEW)
     assert decoder.slots == 4

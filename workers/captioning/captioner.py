@@ -111,6 +111,22 @@ class Captioner:
             generated = generated[:, prompt_len:]
         return generated.cpu()
 
+    def decoder_for(
+        self, *, num_beams: int = 1, repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0
+    ) -> Decoder:
+        """The decoder that runs items with these decoding options (decoder_choice.py)."""
+        return choose_decoder(
+            self.model,
+            self.decoder_choice,
+            num_beams=num_beams,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+
+    def prompt_inputs(self, prompt: str) -> PromptInputs:
+        """One prompt's tokens as kcap's static decoder takes them."""
+        return PromptInputs(**self._prompt_inputs(prompt))
+
     def caption_ids(
         self,
         pixel_values: list[torch.Tensor],
@@ -122,9 +138,7 @@ class Captioner:
         no_repeat_ngram_size: int = 0,
     ) -> tuple[torch.Tensor, Decoder]:
         """New token ids of a batch from the decoder chosen for these options, and which it was."""
-        decoder = choose_decoder(
-            self.model,
-            self.decoder_choice,
+        decoder = self.decoder_for(
             num_beams=num_beams,
             repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,
@@ -163,7 +177,7 @@ class Captioner:
         """Greedy new token ids of a batch from kcap's static decoder, padded as generate pads."""
         decoder = self.static_decoder
         rows = decoder.generate(
-            pixel_values, prompt=PromptInputs(**self._prompt_inputs(prompt)), max_new_tokens=max_new_tokens
+            pixel_values, prompt=self.prompt_inputs(prompt), max_new_tokens=max_new_tokens
         )
         return pad_rows(rows, pad_token_id=decoder.pad_token_id)
 

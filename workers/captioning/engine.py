@@ -9,19 +9,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from shared.core.decoding import Decoder
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
-from workers.captioning.captioner import Caption, with_pixel_boxes
+from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
 from workers.captioning.decode import draft_to_short_side, load_image, open_image, upright_size
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.families.base import CaptionAdapter
 from workers.captioning.families.registry import load_for_settings
+from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
 from workers.captioning.presize import presize
@@ -72,6 +74,16 @@ class Captioned:
     @property
     def slices(self) -> int:
         return self.scores.slices if self.scores else 0
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """One image's row as a streaming decoder ended it: its new ids, and the seconds from
+    its prefill to its end."""
+
+    item: Prepared
+    ids: list[int]
+    caption_s: float
 
 
 def _finish(caption: Caption, item: Prepared, options: CaptionOptions) -> Caption:
@@ -225,23 +237,71 @@ class Engine:
         new_ids, decoder = self.captioner.caption_ids(
             [item.caption_pixels for item in items], prompt=options.prompt, **options.generate_kwargs()
         )
+        caption_s = time.perf_counter() - started
+        return self.finish(options, items, new_ids, decoder, caption_s=[caption_s] * len(items))
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether greedy jobs stream through kcap's static decoder: the worker then feeds a
+        DecodeStream (which runs the other jobs as batches) instead of a Batcher. Decided
+        on the model and --decoder, not on this host's decoding options: jobs carry theirs."""
+        return isinstance(self.captioner, Captioner) and self.captioner.decoder_for() is Decoder.KCAP_STATIC
+
+    def streams(self, options: CaptionOptions) -> bool:
+        """Whether jobs with these options stream through kcap's static decoder (decode_stream.py)."""
+        if not isinstance(self.captioner, Captioner):
+            return False
+        decoder = self.captioner.decoder_for(
+            num_beams=options.num_beams,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+        )
+        return decoder is Decoder.KCAP_STATIC
+
+    def static_decoder(self) -> Kosmos2Decoder:
+        """kcap's static decoder over the caption model (Kosmos-2 only)."""
+        if not isinstance(self.captioner, Captioner):
+            raise TypeError(f"{self.captioner.family} has no static decoder")
+        return self.captioner.static_decoder
+
+    def prompt_inputs(self, prompt: str) -> PromptInputs:
+        if not isinstance(self.captioner, Captioner):
+            raise TypeError(f"{self.captioner.family} has no static decoder")
+        return self.captioner.prompt_inputs(prompt)
+
+    def finish_streamed(self, options: CaptionOptions, rows: list[Streamed]) -> list[Captioned]:
+        """finish() for the rows a streaming static decoder ended together."""
+        decoder = self.static_decoder()
+        return self.finish(
+            options,
+            [row.item for row in rows],
+            pad_rows([row.ids for row in rows], pad_token_id=decoder.pad_token_id),
+            Decoder.KCAP_STATIC,
+            caption_s=[row.caption_s for row in rows],
+        )
+
+    def finish(
+        self,
+        options: CaptionOptions,
+        items: list[Prepared],
+        new_ids: Any,
+        decoder: Decoder,
+        *,
+        caption_s: Sequence[float],
+    ) -> list[Captioned]:
+        """Postprocess, clean up and score captioned items: a whole batch, or the rows a
+        streaming decoder finished at one step (scores are per row, so they are the same)."""
         captions = [
             _finish(caption, item, options)
             for caption, item in zip(
                 self.captioner.postprocess(new_ids, max_new_tokens=options.max_new_tokens), items, strict=True
             )
         ]
-        caption_s = time.perf_counter() - started
         scores: list[Score | None] = [None] * len(items)
         score_s = 0.0
         if options.score:
             started = time.perf_counter()
-            pixels = [item.clip_pixels for item in items]
-            if any(p is None for p in pixels):
-                raise RuntimeError("a scored batch holds an image prepared without CLIP pixels")
-            scores = list(
-                self.scorer().score([p for p in pixels if p is not None], [c.text for c in captions])
-            )
+            scores = list(self._score(items, [c.text for c in captions]))
             score_s = time.perf_counter() - started
         n = len(items)
         return [
@@ -256,10 +316,26 @@ class Engine:
                 scores=score,
                 timings={
                     "decode_s": round(item.decode_s, 4),
-                    "caption_batch_s": round(caption_s, 4),
+                    "caption_batch_s": round(seconds, 4),
                     "score_batch_s": round(score_s, 4),
                     "batch_size": n,
                 },
             )
-            for item, caption, score in zip(items, captions, scores, strict=True)
+            for item, caption, score, seconds in zip(items, captions, scores, caption_s, strict=True)
         ]
+
+    def _score(self, items: list[Prepared], texts: list[str]) -> list[Score]:
+        """Scores of captions against their images; on out-of-memory, in halves."""
+        pixels = [item.clip_pixels for item in items]
+        if any(p is None for p in pixels):
+            raise RuntimeError("a scored batch holds an image prepared without CLIP pixels")
+        try:
+            return list(self.scorer().score([p for p in pixels if p is not None], texts))
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(items) == 1:
+                raise
+            log.warning("out of memory scoring %d captions; scoring them in halves", len(items))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            middle = len(items) // 2
+            return self._score(items[:middle], texts[:middle]) + self._score(items[middle:], texts[middle:])

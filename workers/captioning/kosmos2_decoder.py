@@ -1,5 +1,5 @@
 """kcap's own greedy Kosmos-2 decoder: per-image prefill into a static cache, one fixed-shape
-step over all slots, and a slot scheduler in place of fixed batches.
+step over all slots, and slots in place of fixed batches.
 
 Invariant: for every image the new token ids are those transformers' `generate` returns
 with greedy decoding (num_beams=1, no repetition controls, no other logits processors), up
@@ -7,7 +7,10 @@ to float rounding: the prefill is transformers' own text model (so the image emb
 image position mask and the positions are its own), and the step (kosmos2_step.py) is the
 same computation over a static cache. When a slot's row emits end-of-text or reaches
 max_new_tokens its ids are handed back and the next waiting image is prefilled into that
-slot at once, so rows that stopped early never compute padding.
+slot at once, so rows that stopped early never compute padding. `generate` does that for
+the images of one call; `admit`/`step` let a caller (decode_stream.py) feed images that
+arrive while others decode, each row under its own prompt and token limit: a row's
+attention reads only its own slot, so rows of different prompts never mix.
 
 On CUDA out-of-memory the decoder halves its slot count and runs the call again (greedy
 decoding is deterministic, so nothing differs but the time); at one slot it gives up.
@@ -19,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -62,6 +65,7 @@ class DecodeStats:
     steps: int = 0
     prefills: int = 0
     busy_slot_steps: int = 0
+    slot_steps: int = 0  # rows computed, busy or idle: the steps' widths summed
     slots: int = 0
     step_s: float = 0.0
     prefill_s: float = 0.0
@@ -69,7 +73,19 @@ class DecodeStats:
 
     @property
     def occupancy(self) -> float:
-        return self.busy_slot_steps / (self.steps * self.slots) if self.steps and self.slots else 0.0
+        return self.busy_slot_steps / self.slot_steps if self.slot_steps else 0.0
+
+
+@dataclass
+class SlotRow:
+    """One image's row: its new ids so far and when it stops. `ticket` is the caller's."""
+
+    ticket: int
+    max_new_tokens: int
+    ids: list[int] = field(default_factory=list)
+
+    def done(self, eos_token_ids: frozenset[int]) -> bool:
+        return self.ids[-1] in eos_token_ids or len(self.ids) >= self.max_new_tokens
 
 
 class Kosmos2Decoder:
@@ -96,7 +112,16 @@ class Kosmos2Decoder:
         self.dtype = parameter.dtype
         self._cache: StaticKVCache | None = None
         self._step: Step | None = None
-        self.stats = DecodeStats()
+        self.stats = DecodeStats(slots=slots)
+        self._rows: dict[int, SlotRow] = {}  # busy slot -> its row
+        self._reset_slots()
+
+    def _reset_slots(self) -> None:
+        """Each slot's last token and its length (where the step writes), as the step reads
+        them; the lengths again on the host, so the attention span needs no device sync."""
+        self._tokens = torch.full((self.slots,), self.pad_token_id, dtype=torch.long, device=self.device)
+        self._lengths = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        self._host_lengths = [0] * self.slots
 
     # -- the cache and the step ---------------------------------------------
     def _ensure_cache(self, max_len: int) -> tuple[StaticKVCache, Step]:
@@ -121,7 +146,7 @@ class Kosmos2Decoder:
             device=self.device,
             dtype=self.dtype,
         )
-        step_module = Kosmos2DecodeStep(self.model, cache)
+        step_module = Kosmos2DecodeStep(self.model, cache, compiled=self.compile_step)
         step: Step = step_module
         if self.compile_step:
             # CUDA: "reduce-overhead" captures the step as a CUDA graph, the whole point on a
@@ -131,6 +156,7 @@ class Kosmos2Decoder:
             # CUDA, one recorded graph per span value, which is cheap next to a compile).
             step = torch.compile(step_module, mode=mode, fullgraph=True, dynamic=True)
         self._cache, self._step = cache, step
+        self._reset_slots()
         log.info(
             "static KV cache: %d slots x %d positions, %.1f MiB (%s)",
             self.slots,
@@ -171,7 +197,107 @@ class Kosmos2Decoder:
         first: list[int] = logits.float().argmax(dim=-1).tolist()
         return first
 
-    # -- the scheduler -------------------------------------------------------
+    # -- the slots -----------------------------------------------------------
+    @property
+    def busy(self) -> int:
+        """Slots whose row is still decoding."""
+        return len(self._rows)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self._rows)
+
+    def fits(self, prompt: PromptInputs, max_new_tokens: int) -> bool:
+        """Whether rows of this prompt can join now: the cache is long enough, or it is idle
+        (then admit reallocates it; a busy cache is never reallocated under its rows)."""
+        cache = self._cache
+        needed = prompt.length + max_new_tokens
+        return not self._rows or (cache is not None and cache.slots == self.slots and cache.max_len >= needed)
+
+    @torch.inference_mode()
+    def admit(
+        self, rows: Sequence[SlotRow], pixels: Sequence[torch.Tensor], prompt: PromptInputs
+    ) -> list[SlotRow]:
+        """Prefill `rows` (one prompt, one image each) into the lowest free slots.
+
+        Returns the rows that already ended at their first token (their slots stay free)."""
+        if len(rows) > self.free_slots:
+            raise ValueError(f"{len(rows)} rows for {self.free_slots} free slots")
+        if not self.fits(prompt, max(row.max_new_tokens for row in rows)):
+            raise ValueError("the cache is too short for this prompt while rows are decoding")
+        cache, _ = self._ensure_cache(prompt.length + max(row.max_new_tokens for row in rows))
+        slots = [slot for slot in range(self.slots) if slot not in self._rows][: len(rows)]
+        started = time.perf_counter()
+        stacked = torch.stack(list(pixels)).to(self.device, dtype=self.dtype)
+        firsts = self._prefill(cache, slots, stacked, prompt)
+        self.stats.prefill_s += time.perf_counter() - started
+        self.stats.prefills += 1
+        finished: list[SlotRow] = []
+        for slot, row, first in zip(slots, rows, firsts, strict=True):
+            row.ids.append(first)
+            self.stats.tokens += 1
+            if row.done(self.eos_token_ids):
+                finished.append(row)
+            else:
+                self._rows[slot] = row
+                self._host_lengths[slot] = prompt.length
+        index = torch.tensor(slots, device=self.device)
+        self._tokens[index] = torch.tensor(firsts, device=self.device)
+        self._lengths[index] = prompt.length
+        return finished
+
+    @torch.inference_mode()
+    def step(self) -> list[SlotRow]:
+        """One new token for every busy row; returns the rows that ended (their slots free)."""
+        if not self._rows or self._step is None or self._cache is None:
+            return []
+        started = time.perf_counter()
+        # A compiled step keeps its one shape; an eager one runs only up to the highest busy
+        # slot (admit fills the lowest free ones), so a few rows do not pay for idle slots.
+        width = self.slots if self.compile_step else max(self._rows) + 1
+        longest = max(self._host_lengths[slot] for slot in self._rows) + 1
+        span = min(-(-longest // _SPAN_QUANTUM) * _SPAN_QUANTUM, self._cache.max_len)
+        next_tokens = self._step(self._tokens[:width], self._lengths[:width], span)
+        emitted: list[int] = next_tokens.tolist()  # the one host sync per step
+        # Copied into the decoder's own buffer: a CUDA graph reuses its output on the next replay.
+        self._tokens[:width] = next_tokens
+        # Only busy slots advance; an idle slot keeps writing its stale position 0, which
+        # the next prefill into it overwrites.
+        busy = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        busy[list(self._rows)] = 1
+        self._lengths = (self._lengths + busy) * busy
+        self.stats.step_s += time.perf_counter() - started
+        self.stats.steps += 1
+        self.stats.busy_slot_steps += len(self._rows)
+        self.stats.slot_steps += width
+        finished: list[SlotRow] = []
+        for slot, row in list(self._rows.items()):
+            self._host_lengths[slot] += 1
+            row.ids.append(emitted[slot])
+            self.stats.tokens += 1
+            if row.done(self.eos_token_ids):
+                del self._rows[slot]
+                finished.append(row)
+        return finished
+
+    def evict(self) -> list[SlotRow]:
+        """Take every row out of its slot, unfinished (to run again from its start)."""
+        rows = list(self._rows.values())
+        self._rows.clear()
+        for row in rows:
+            row.ids.clear()
+        return rows
+
+    def halve(self) -> list[SlotRow]:
+        """After CUDA out-of-memory: half the slots, a new cache on the next admit, and the
+        rows that were decoding handed back to run again (greedy decoding is deterministic,
+        so nothing differs but the time)."""
+        rows = self.evict()
+        self.slots //= 2
+        self._release()
+        return rows
+
+    # -- one call, all images ------------------------------------------------
     @torch.inference_mode()
     def generate(
         self, pixel_values: Sequence[torch.Tensor], *, prompt: PromptInputs, max_new_tokens: int
@@ -182,6 +308,7 @@ class Kosmos2Decoder:
                 return self._generate(pixel_values, prompt=prompt, max_new_tokens=max_new_tokens)
             except Exception as exc:
                 if not is_out_of_memory(exc) or self.slots == 1:
+                    self.evict()
                     raise
                 log.warning(
                     "out of memory in the static decoder at %d slots; "
@@ -190,73 +317,26 @@ class Kosmos2Decoder:
                     self.slots // 2,
                     len(pixel_values),
                 )
-                self.slots //= 2
-                self._release()
+                self.halve()
 
     def _generate(
         self, pixel_values: Sequence[torch.Tensor], *, prompt: PromptInputs, max_new_tokens: int
     ) -> list[list[int]]:
         if max_new_tokens < 1 or not pixel_values:
             return [[] for _ in pixel_values]
-        cache, step = self._ensure_cache(prompt.length + max_new_tokens)
-        # A compiled step keeps its one shape; an eager one runs only as many rows as there
-        # are images, so a small batch does not pay for idle slots.
-        width = self.slots if self.compile_step else min(self.slots, len(pixel_values))
-        stats = DecodeStats(slots=width)
-        results: list[list[int]] = [[] for _ in pixel_values]
+        if self._rows:
+            raise RuntimeError("generate() on a decoder whose slots are streaming other rows")
+        self.stats = DecodeStats(slots=self.slots)
+        rows = [SlotRow(ticket=index, max_new_tokens=max_new_tokens) for index in range(len(pixel_values))]
         waiting: deque[int] = deque(range(len(pixel_values)))
-        owner: dict[int, int] = {}  # slot -> image index
-        tokens = torch.full((width,), self.pad_token_id, dtype=torch.long, device=self.device)
-        lengths = torch.zeros(width, dtype=torch.long, device=self.device)
-        host_lengths = [0] * width  # the same, on the host: the attention span needs no sync
-        while waiting or owner:
-            free = [slot for slot in range(width) if slot not in owner]
-            if free and waiting:
-                taken = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
-                slots = free[: len(taken)]
-                started = time.perf_counter()
-                pixels = torch.stack([pixel_values[i] for i in taken]).to(self.device, dtype=self.dtype)
-                firsts = self._prefill(cache, slots, pixels, prompt)
-                stats.prefill_s += time.perf_counter() - started
-                stats.prefills += 1
-                for slot, image, first in zip(slots, taken, firsts, strict=True):
-                    results[image].append(first)
-                    if not self._done(results[image], max_new_tokens):
-                        owner[slot] = image
-                slot_index = torch.tensor(slots, device=self.device)
-                tokens[slot_index] = torch.tensor(firsts, device=self.device)
-                lengths[slot_index] = prompt.length
-                for slot in slots:
-                    host_lengths[slot] = prompt.length
-                if len(owner) < width and waiting:
+        while waiting or self._rows:
+            if waiting and self.free_slots:
+                taken = [waiting.popleft() for _ in range(min(self.free_slots, len(waiting)))]
+                self.admit([rows[i] for i in taken], [pixel_values[i] for i in taken], prompt)
+                if self.free_slots and waiting:
                     continue  # a row ended at its first token: fill its slot before stepping
-            if not owner:
-                continue
-            started = time.perf_counter()
-            longest = max(host_lengths[slot] for slot in owner) + 1
-            span = min(-(-longest // _SPAN_QUANTUM) * _SPAN_QUANTUM, cache.max_len)
-            next_tokens = step(tokens, lengths, span)
-            emitted: list[int] = next_tokens.tolist()  # the one host sync per step
-            stats.step_s += time.perf_counter() - started
-            stats.steps += 1
-            stats.busy_slot_steps += len(owner)
-            # Only busy slots advance; an idle slot keeps writing its stale position 0,
-            # which the next prefill into it overwrites.
-            busy = torch.zeros(width, dtype=torch.long, device=self.device)
-            busy[list(owner)] = 1
-            tokens = next_tokens.clone()  # a CUDA graph reuses its output buffer on the next replay
-            lengths = (lengths + busy) * busy
-            for slot, image in list(owner.items()):
-                host_lengths[slot] += 1
-                results[image].append(emitted[slot])
-                if self._done(results[image], max_new_tokens):
-                    del owner[slot]
-        stats.tokens = sum(len(r) for r in results)
-        self.stats = stats
-        return results
-
-    def _done(self, ids: list[int], max_new_tokens: int) -> bool:
-        return ids[-1] in self.eos_token_ids or len(ids) >= max_new_tokens
+            self.step()
+        return [row.ids for row in rows]
 
     @property
     def cache_bytes(self) -> int:

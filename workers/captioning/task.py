@@ -13,7 +13,7 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery, Task
 
@@ -23,13 +23,19 @@ from shared.core.celery_app import CAPTION_TASK
 from shared.core.errors import BadImageError, DecodeError, WorkerDiedError
 from shared.core.message_guard import GuardedStrategy
 from shared.core.messages import CaptionOptions, Job, Result
-from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.result_sender import ResultSender
 
 log = logging.getLogger(__name__)
 
 CAPTION_RETRIES = 3
+
+
+class CaptionQueue(Protocol):
+    """Where a pool thread hands its prepared image and waits for the caption: the Batcher
+    (whole batches), or the DecodeStream (kcap's static decoder, continuous batching)."""
+
+    def submit(self, key: CaptionOptions, item: Prepared) -> Future[Captioned]: ...
 
 
 def error_result(job: Job, exc: BaseException, *, worker: str, error_class: str | None = None) -> Result:
@@ -81,7 +87,7 @@ def prepare_or_explain(
 def caption_job(
     job: Job,
     engine: Engine,
-    batcher: Batcher[CaptionOptions, Prepared, Captioned],
+    batcher: CaptionQueue,
     *,
     worker: str,
     received: float | None = None,
@@ -157,7 +163,7 @@ def best_index(done: list[Captioned]) -> int:
 def register_caption_task(
     app: Celery,
     engine: Engine,
-    batcher: Batcher[CaptionOptions, Prepared, Captioned],
+    batcher: CaptionQueue,
     sender: ResultSender,
     *,
     worker: str,

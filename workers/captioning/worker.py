@@ -6,27 +6,38 @@ from shared.core.attempts import Attempts
 from shared.core.blobs import Blobs
 from shared.core.celery_app import make_app, worker_argv
 from shared.core.message_guard import caption_message_limit, guard_worker
+from shared.core.messages import CaptionOptions
 from shared.core.metrics import timed_batches
 from shared.core.publisher import CeleryPublisher
 from shared.core.settings import Settings
 from workers.captioning.batcher import Batcher
-from workers.captioning.engine import Engine
+from workers.captioning.decode_stream import DecodeStream
+from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.result_sender import ResultSender
 from workers.captioning.task import register_caption_task
 
 
 def run_caption_worker(settings: Settings, *, name: str) -> None:
-    """Load the models in this process (never before a fork), then consume the caption queue.
-
-    The thread pool holds two batches' worth of jobs: one batch runs on the device while the
-    pool threads decode and preprocess the next (the overlap); prefetch stays bounded.
-    """
+    """Load the models in this process (never before a fork), then consume the caption queue."""
     engine = Engine.load(settings, eager_scorer=settings.score_enabled)
-    batcher = Batcher(
-        timed_batches(engine.run_batch),
-        max_size=settings.batch_size,
-        max_wait_s=settings.batch_wait_ms / 1000,
-    ).start()
+    streaming = engine.can_stream
+    batcher: Batcher[CaptionOptions, Prepared, Captioned] | DecodeStream
+    if streaming:
+        batcher = DecodeStream(
+            engine,
+            max_size=settings.batch_size,
+            max_wait_s=settings.batch_wait_ms / 1000,
+            run_batch=timed_batches(engine.run_batch),
+            # Streamed, a "batch" in the metrics is the rows that ended at one step, and its
+            # seconds are their postprocessing and scoring (decoding overlaps other rows').
+            finish_rows=timed_batches(engine.finish_streamed),
+        ).start()
+    else:
+        batcher = Batcher(
+            timed_batches(engine.run_batch),
+            max_size=settings.batch_size,
+            max_wait_s=settings.batch_wait_ms / 1000,
+        ).start()
     client, _ = guard_worker(settings, worker=name)
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
@@ -43,7 +54,21 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         blobs=Blobs.connect(settings),
     )
     try:
-        app.worker_main(worker_argv(settings.caption_queue, concurrency=2 * settings.batch_size, name=name))
+        concurrency = pool_threads(settings, streaming=streaming)
+        app.worker_main(worker_argv(settings.caption_queue, concurrency=concurrency, name=name))
     finally:
         batcher.stop()
         sender.stop()
+
+
+def pool_threads(settings: Settings, *, streaming: bool) -> int:
+    """Celery pool threads, each holding one job (and prefetching bounded by them).
+
+    Batches: two batches' worth, so one runs on the device while the pool threads decode
+    and preprocess the next (the overlap). Streaming: every slot busy plus a batch's worth
+    of images prepared and waiting, so a slot that frees up takes the next image at the
+    next step instead of waiting for Celery to fetch and decode one.
+    """
+    if streaming:
+        return settings.decoder_slots + settings.batch_size
+    return 2 * settings.batch_size

@@ -88,9 +88,9 @@ def load_for_settings(settings: Settings, *, device: torch.device, dtype: torch.
         max_image_tokens=settings.max_image_tokens,
         kosmos2_options={
             "decoder": settings.decoder,
-            # A batch never fills more slots than it has images: idle slots would still be
-            # computed by a compiled step. Batches larger than the slots refill them.
-            "decoder_slots": min(settings.decoder_slots, settings.batch_size),
+            # Not capped by the batch size: the worker streams images from all its pool
+            # threads into the slots (decode_stream.py), and sizes the pool to keep them full.
+            "decoder_slots": settings.decoder_slots,
             "compile_decoder": settings.compile,
         },
     )
