@@ -150,10 +150,10 @@ def part_r(workdir: Path, plan: HostPlan) -> dict[str, Any]:
         workdir / "photos", twelve=plan.photos_12mp, twenty_four=plan.photos_24mp, pngs=plan.photos_png
     )
     twelve = [f for f in files if f.name.startswith("p12") and f.suffix == ".jpg"][: plan.e2e_photos]
-    small = small_pngs(workdir / "small", plan.images)[: len(twelve)]
+    small = small_pngs(workdir / "small", plan.images)
     paths = models(workdir)
     settings = _settings(paths["kosmos224"], paths["clip224"])
-    return measure(workdir, paths, settings, files, twelve, small, plan.e2e_plan(len(twelve)))
+    return measure(workdir, paths, settings, files, twelve, small, plan.e2e_plan)
 
 
 def part_s(workdir: Path, plan: HostPlan) -> dict[str, Any]:
