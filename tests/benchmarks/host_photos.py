@@ -166,7 +166,7 @@ def report(r: dict[str, Any]) -> list[str]:
         "",
     ]
     lines += _e2e_lines(r)
-    lines += _scaling_lines(r["scaling"])
+    lines += scaling_lines(r["scaling"])
     for side, agreement in r["agreement"].items():
         lines.append(
             f"(r) --fast-decode at short side {side}: captions equal to the default decode's on "
@@ -201,7 +201,7 @@ def _added_ms(runs: dict[str, Any], name: str) -> float:
     return 1000 * (runs[name]["cpu_s"] - runs["small"]["cpu_s"]) / runs[name]["files"]
 
 
-def _scaling_lines(scaling: dict[str, Any]) -> list[str]:
+def scaling_lines(scaling: dict[str, Any]) -> list[str]:
     lines = []
     for mode, label in (("default", "default"), ("fast", "--fast-decode")):
         run = scaling[mode]

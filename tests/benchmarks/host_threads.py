@@ -60,3 +60,30 @@ def _machine_idle_s() -> float:
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[4]) + int(fields[5])) / ticks  # idle + iowait
+
+
+def main() -> None:
+    """Only this measurement, on a workspace that bench_host.py --workdir DIR has made:
+    python -m tests.benchmarks.host_threads DIR"""
+    import argparse
+    import json
+
+    from tests.benchmarks.bench_host import THREADS, _settings, models
+    from tests.benchmarks.host_photos import THREAD_PHOTOS, scaling_lines
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", type=Path)
+    args = parser.parse_args()
+    harness.set_threads(THREADS)
+    paths = models(args.workdir)
+    settings = _settings(paths["kosmos224"], paths["clip224"])
+    twelve = sorted((args.workdir / "photos").glob("p12_*.jpg"))[:THREAD_PHOTOS]
+    scaling = {
+        "default": prepare_scaling(twelve, settings),
+        "fast": prepare_scaling(twelve, settings.replace(fast_decode=True), rounds=4),
+    }
+    print("\n".join(scaling_lines(json.loads(json.dumps(scaling)))))
+
+
+if __name__ == "__main__":
+    main()
