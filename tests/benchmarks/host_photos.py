@@ -74,7 +74,7 @@ def measure(
         "costs": costs,
         "scaling": scaling,
         "agreement": agreement,
-        "problems": _problems(turns, reference, len(e2e_photos)),
+        "problems": run_problems(turns, reference, len(e2e_photos)),
         "e2e": [
             {k: {kk: vv for kk, vv in v.items() if kk != "captions"} for k, v in runs.items()}
             for runs in turns
@@ -109,7 +109,7 @@ def _captions(settings: Settings, paths: list[Path]) -> dict[str, str]:
     return harness.kcap_batched(engine, jobs, batch_size=settings.batch_size).captions
 
 
-def _problems(turns: list[dict[str, Any]], reference: dict[str, dict[str, str]], photos: int) -> list[str]:
+def run_problems(turns: list[dict[str, Any]], reference: dict[str, dict[str, str]], photos: int) -> list[str]:
     problems = []
     for turn, runs in enumerate(turns, 1):
         for name, run in runs.items():
