@@ -161,7 +161,7 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
     ("--trim-partial", "trim_partial", True, "cut a last sentence that the token limit cut short"),
     ("--collapse-whitespace", "collapse_whitespace", True, "make runs of spaces and line breaks one space"),
     ("--compile", "compile", True, "torch.compile the caption model at worker start"),
-    ("--fast-decode", "fast_decode", True, "decode JPEG photos at a reduced scale (faster, other pixels)"),
+    ("--fast-decode", "fast_decode", True, "shrink photos cheaply before the processors (other pixels)"),
 ]
 
 

@@ -9,9 +9,12 @@ and measures the rest, each part in its own child process:
 - (p) kcap end to end over the same images: `kcap run` (net of an empty run's start-up and
   shutdown) and the hot folder (`kcap up` warm, files dropped at once). (p) - (q), in CPU ms
   per image, is the host path's overhead;
-- (r) real-size photos (12 and 24 MP JPEGs, 12 MP PNGs): CPU ms per photo of the original
-  script's decode and both processors against kcap's Engine.prepare, in process; and what a
-  12 MP JPEG adds to a whole `kcap run` process tree (net of the same run on small images);
+- (r) real-size photos (12 and 24 MP JPEGs, 12 MP PNGs), each way on each photo in turn in
+  process: the original script's decode and both processors, the floor under any
+  bit-identical way (one full decode and each processor's resize alone), Engine.prepare and
+  --fast-decode at two short sides; what a 12 MP JPEG adds to a whole `kcap run` process
+  tree (net of the same run on small images, twice); Engine.prepare from 1 and 2 pool
+  threads; and the captions --fast-decode changes (host_photos.py);
 - (s) the route worker alone, fed a full route queue, at this disk's fsync speed and with a
   slow one (5 ms more per fsync, as network storage).
 
@@ -41,6 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from tests.benchmarks import harness
 from tests.benchmarks.cpu_plan import Plan
 from tests.benchmarks.host_inputs import photos, small_pngs
+from tests.benchmarks.host_photos import report as photo_report
 
 THREADS = 1  # the model on one core, as a GPU host's spare cores see it
 BATCH = 64
@@ -141,44 +145,16 @@ def part_p(workdir: Path, plan: HostPlan) -> dict[str, Any]:
 
 
 def part_r(workdir: Path, plan: HostPlan) -> dict[str, Any]:
-    from tests.benchmarks.cpu_e2e import kcap_run_once
-    from tests.benchmarks.host_decode import fast_decode_agreement, kcap_prepare, original_prepare
+    from tests.benchmarks.host_photos import measure
 
-    paths = models(workdir)
-    settings = _settings(paths["kosmos224"], paths["clip224"])
     files = photos(
         workdir / "photos", twelve=plan.photos_12mp, twenty_four=plan.photos_24mp, pngs=plan.photos_png
     )
-    original = original_prepare(files, paths["kosmos224"], paths["clip224"], settings.prompts[0])
-    kcap = kcap_prepare(files, settings)
-    kcap_fast = kcap_prepare(files, settings.replace(fast_decode=True))
-    jpegs = [f for f in files if f.suffix == ".jpg"]
-    agreement = fast_decode_agreement(jpegs, paths["kosmos_small"], paths["clip224"])
     twelve = [f for f in files if f.name.startswith("p12") and f.suffix == ".jpg"][: plan.e2e_photos]
-    small = small_pngs(workdir / "small", plan.images)[: len(twelve)]
-    e2e = plan.e2e_plan(len(twelve))
-    runs = {
-        "photos": kcap_run_once(workdir / "r" / "photos", paths["kosmos224"], paths["clip224"], twelve, e2e),
-        "small": kcap_run_once(workdir / "r" / "small", paths["kosmos224"], paths["clip224"], small, e2e),
-        "photos_fast": kcap_run_once(
-            workdir / "r" / "photos-fast",
-            paths["kosmos224"],
-            paths["clip224"],
-            twelve,
-            e2e,
-            extra_env={"KCAP_FAST_DECODE": "1"},
-        ),
-    }
-    original_12 = [sum(original["per_file"][f.name].values()) for f in twelve]
-    return {
-        "original": original,
-        "kcap": kcap,
-        "kcap_fast": kcap_fast,
-        "agreement": agreement,
-        "e2e": {k: _drop_captions(v) for k, v in runs.items()},
-        "e2e_counts": {k: v["counts"] for k, v in runs.items()},
-        "original_12mp_mean_ms": sum(original_12) / len(original_12),
-    }
+    small = small_pngs(workdir / "small", plan.images)
+    paths = models(workdir)
+    settings = _settings(paths["kosmos224"], paths["clip224"])
+    return measure(workdir, paths, settings, files, twelve, small, plan.e2e_plan)
 
 
 def part_s(workdir: Path, plan: HostPlan) -> dict[str, Any]:
@@ -275,11 +251,8 @@ def render(results: dict[str, dict[str, Any]], plan: HostPlan) -> tuple[str, lis
                 problems.append(f"{name}: routed {counts}, expected {plan.images} captioned and no errors")
     r = results.get("r")
     if r is not None:
-        lines += _photo_lines(r)
-        for run_name in ("photos", "photos_fast"):
-            counts = r["e2e_counts"][run_name]
-            if counts["errors"] or counts["output"] + counts["clip_failed"] != plan.e2e_photos:
-                problems.append(f"(r) kcap run over {run_name} routed {counts}")
+        lines += photo_report(r)
+        problems += r["problems"]
     s = results.get("s")
     if s is not None:
         for fsync, label in (("disk", "disk fsync"), ("slow", f"fsync +{plan.slow_fsync_ms:g} ms")):
@@ -300,39 +273,6 @@ def render(results: dict[str, dict[str, Any]], plan: HostPlan) -> tuple[str, lis
 def _roles(cpu_by_role: dict[str, float], images: int) -> str:
     ranked = sorted(cpu_by_role.items(), key=lambda item: -item[1])
     return ", ".join(f"{role} {_per_image_ms(seconds, images):.1f}" for role, seconds in ranked)
-
-
-def _photo_lines(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "(r) CPU ms per photo, one thread, median; the original script: decode, Kosmos-2 and CLIP processors"
-    ]
-    for kind, parts in r["original"]["by_kind"].items():
-        kcap_ms = r["kcap"]["by_kind"][kind]["total"]
-        fast_ms = r["kcap_fast"]["by_kind"][kind]["total"]
-        split = f"decode {parts['decode']:.0f}, kosmos {parts['kosmos']:.0f}, clip {parts['clip']:.0f}"
-        lines.append(
-            f"    {kind}: original {parts['all']:.0f} ({split}); "
-            f"kcap Engine.prepare {kcap_ms:.0f} ({kcap_ms / parts['all']:.2f}x), "
-            f"--fast-decode {fast_ms:.0f} ({fast_ms / parts['all']:.2f}x)"
-        )
-    small_run = r["e2e"]["small"]
-    for run_name, label, target in (("photos", "default", 0.6), ("photos_fast", "--fast-decode", 0.15)):
-        photos_run = r["e2e"][run_name]
-        added_ms = _per_image_ms(photos_run["cpu_s"] - small_run["cpu_s"], photos_run["files"])
-        ratio = added_ms / r["original_12mp_mean_ms"]
-        steady = photos_run["phases"].get("first_to_last_routed_s") or photos_run["wall_s"]
-        lines.append(
-            f"(r) {label}: a 12 MP JPEG adds {added_ms:.0f} ms of CPU to the whole `kcap run` tree (net of "
-            f"small images): {ratio:.2f}x the original script's {r['original_12mp_mean_ms']:.0f} ms  "
-            f"(target <= {target}); {(photos_run['routed'] - 1) / steady:.1f} photos/s steady"
-        )
-    agreement = r["agreement"]
-    lines.append(
-        f"(r) --fast-decode captions equal to the default decode's: {agreement['agree']} of "
-        f"{agreement['photos']} JPEG photos (small model, greedy, 16 tokens; "
-        f"{agreement['distinct']} distinct captions)"
-    )
-    return lines
 
 
 def _check_captions(reference: dict[str, str], other: dict[str, str], name: str) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -66,17 +65,6 @@ def upright_size(image: Image.Image) -> tuple[int, int]:
     except Exception:  # a broken EXIF block: exif_transpose will not turn it either
         return width, height
     return (height, width) if orientation in _QUARTER_TURNS else (width, height)
-
-
-def draft_to_short_side(image: Image.Image, short_side: int) -> bool:
-    """JPEG only: decode at 1/2, 1/4 or 1/8 scale (DCT scaling), keeping the short side at
-    least short_side pixels. Far cheaper than a full decode; the pixels then differ slightly
-    from a full decode's resize, so it is opt-in (--fast-decode). True when it applied."""
-    if image.format != "JPEG" or min(image.size) <= short_side:
-        return False
-    scale = short_side / min(image.size)
-    wanted = (math.ceil(image.width * scale), math.ceil(image.height * scale))
-    return image.draft("RGB", wanted) is not None
 
 
 def load_image(image: Image.Image) -> Image.Image:

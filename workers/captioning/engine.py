@@ -19,10 +19,11 @@ from shared.core.decoding import Decoder
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
-from workers.captioning.decode import draft_to_short_side, load_image, open_image, upright_size
+from workers.captioning.decode import load_image, open_image, upright_size
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.families.base import CaptionAdapter
 from workers.captioning.families.registry import load_for_settings
+from workers.captioning.fast_decode import FAST_DECODE_SHORT_SIDE, draft_to_short_side, reduce_to_short_side
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
@@ -33,10 +34,6 @@ from workers.captioning.scorers.registry import load_scorer as load_family_score
 from workers.captioning.text_cleanup import clean_caption
 
 log = logging.getLogger(__name__)
-
-# --fast-decode keeps at least this many pixels on a JPEG's short side: twice the 224 the
-# processors resize to, so their own bicubic resize still does the last, clean step.
-FAST_DECODE_SHORT_SIDE = 448
 
 
 @dataclass(frozen=True)
@@ -117,12 +114,14 @@ class Engine:
         max_aspect_ratio: float = 0.0,
         pixel_budget: int | None = None,
         fast_decode: bool = False,
+        fast_short_side: int = FAST_DECODE_SHORT_SIDE,
         scorer: ScorerAdapter | None = None,
     ) -> None:
         self.captioner = captioner
         self.max_pixels = max_pixels
         self.max_aspect_ratio = max_aspect_ratio
         self.fast_decode = fast_decode
+        self.fast_short_side = fast_short_side  # another value only to compare (bench_host)
         # By default one image of the largest size allowed is prepared at a time, or many
         # smaller ones side by side.
         self.pixels = PixelBudget(pixel_budget or max_pixels)
@@ -190,9 +189,11 @@ class Engine:
         # The record's size and pixel boxes are of the upright original, however it decodes.
         width, height = upright_size(opened)
         if self.fast_decode:
-            draft_to_short_side(opened, FAST_DECODE_SHORT_SIDE)
+            draft_to_short_side(opened, self.fast_short_side)
         with self.pixels.hold(pixels):
             image = load_image(opened)
+            if self.fast_decode:  # what DCT scaling could not do (PNG, WebP, a 1/8 still large)
+                image = reduce_to_short_side(image, self.fast_short_side)
             processors = [_image_processor(self.captioner)]
             if job.options.score:
                 processors.append(_image_processor(self.scorer()))
