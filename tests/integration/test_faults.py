@@ -94,16 +94,18 @@ def test_redis_restarting_mid_run_loses_nothing(
     )
     procs.kcap("worker", settings=settings)
     procs.kcap("router", settings=settings)
-    expected = drop_images(settings, 10, seed=41)
+    # Enough images that the restart lands mid-run: the streaming decoder finishes ten of
+    # them, and a route batch files them, faster than one poll of the test.
+    expected = drop_images(settings, 30, seed=41)
     procs.kcap("watch", settings=settings)
-    wait_for(lambda: len(routed_sources(settings)) >= 2, timeout_s=90, what="first results", logs=procs.tail)
+    wait_for(lambda: len(routed_sources(settings)) >= 1, timeout_s=90, what="first results", logs=procs.tail)
 
     own_redis.stop()  # SIGTERM: Redis writes its append-only file and exits
-    assert len(routed_sources(settings)) < 10, "the restart must land mid-run to prove anything"
+    assert len(routed_sources(settings)) < 30, "the restart must land mid-run to prove anything"
     own_redis.start()  # same port, same data folder
 
     wait_for(
-        lambda: len(routed_sources(settings)) >= 10, timeout_s=150, what="all 10 routed", logs=procs.tail
+        lambda: len(routed_sources(settings)) >= 30, timeout_s=150, what="all 30 routed", logs=procs.tail
     )
     _assert_each_once(settings, expected)
 
