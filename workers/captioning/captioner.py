@@ -18,7 +18,7 @@ from PIL import Image
 from shared.core.decoding import Decoder
 from shared.core.messages import Entity
 from workers.captioning.decoder_choice import choose_decoder
-from workers.captioning.generation import decoding_kwargs
+from workers.captioning.generation import decoding_kwargs, eos_ids_of, truncated_rows
 from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.loading import load_caption_model
 
@@ -160,11 +160,10 @@ class Captioner:
         """kcap's decoder over this model, made on first use (its cache on the first batch)."""
         if self._static is None:
             config = self.model.generation_config
-            eos = config.eos_token_id
             self._static = Kosmos2Decoder(
                 self.model,
                 slots=self.decoder_slots,
-                eos_token_ids=eos if isinstance(eos, list) else [eos],
+                eos_token_ids=sorted(eos_ids_of(self.model)),
                 pad_token_id=config.pad_token_id if config.pad_token_id is not None else 1,
                 compile_step=self.compile_decoder,
             )
@@ -185,13 +184,9 @@ class Captioner:
     def postprocess(self, new_ids: torch.Tensor, *, max_new_tokens: int | None = None) -> list[Caption]:
         """Text and grounded entities for each row of new token ids."""
         texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        cut = truncated_rows(new_ids, eos_ids=eos_ids_of(self.model), max_new_tokens=max_new_tokens)
         captions = []
-        for row, text in zip(new_ids.tolist(), texts, strict=True):
-            # Cut short: the row is full and holds no end-of-text token.
-            full = bool(max_new_tokens) and len(row) >= (max_new_tokens or 0)
-            truncated = full and not (eos_ids & set(row))
+        for text, truncated in zip(texts, cut, strict=True):
             caption = self.parse(text)
             captions.append(Caption(caption.text, caption.entities, truncated=truncated))
         return captions

@@ -30,6 +30,7 @@ from PIL import Image
 from shared.core.decoding import Decoder
 from shared.core.prompts import PRESETS
 from workers.captioning.captioner import Caption
+from workers.captioning.generation import eos_ids_of, truncated_rows
 
 # Kosmos-2's preset text -> the preset's name, to recognise a preset in a job's prompt.
 _PRESET_BY_TEXT: dict[str, str] = {text: name for name, text in PRESETS.items()}
@@ -139,18 +140,3 @@ class GenerateCaptioner:
         return [
             Caption(text=text.strip(), entities=[], truncated=t) for text, t in zip(texts, cut, strict=True)
         ]
-
-
-def truncated_rows(new_ids: Any, *, eos_ids: set[int], max_new_tokens: int | None) -> list[bool]:
-    """Per row: the row is full and holds no end token (the limit cut it short)."""
-    rows = new_ids.tolist()
-    if not max_new_tokens:
-        return [False] * len(rows)
-    return [len(row) >= max_new_tokens and not (eos_ids & set(row)) for row in rows]
-
-
-def eos_ids_of(model: Any) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        return set()
-    return set(eos if isinstance(eos, list) else [eos])
