@@ -261,14 +261,16 @@ class Engine:
 
     def static_decoder(self) -> Kosmos2Decoder:
         """kcap's static decoder over the caption model (Kosmos-2 only)."""
-        if not isinstance(self.captioner, Captioner):
-            raise TypeError(f"{self.captioner.family} has no static decoder")
-        return self.captioner.static_decoder
+        return self._kosmos2().static_decoder
 
     def prompt_inputs(self, prompt: str) -> PromptInputs:
+        return self._kosmos2().prompt_inputs(prompt)
+
+    def _kosmos2(self) -> Captioner:
+        """The caption model as Kosmos-2, the one family kcap's static decoder runs."""
         if not isinstance(self.captioner, Captioner):
             raise TypeError(f"{self.captioner.family} has no static decoder")
-        return self.captioner.prompt_inputs(prompt)
+        return self.captioner
 
     def finish_streamed(self, options: CaptionOptions, rows: list[Streamed]) -> list[Captioned]:
         """finish() for the rows a streaming static decoder ended together."""
