@@ -64,6 +64,16 @@ class KeyedQueue(Generic[K, I, R]):
     def _loop(self) -> None:
         raise NotImplementedError
 
+    def _pop(self, key: K, count: int) -> list[Pending[I, R]]:
+        """The first `count` items of key's queue, oldest first (called holding the lock)."""
+        queue = self._pending[key]
+        taken, rest = queue[:count], queue[count:]
+        if rest:
+            self._pending[key] = rest
+        else:
+            del self._pending[key]
+        return taken
+
 
 class Batcher(KeyedQueue[K, I, R]):
     """Groups submitted items by key (items batch only with equal keys) and runs them."""
@@ -101,13 +111,7 @@ class Batcher(KeyedQueue[K, I, R]):
                         left = self.max_wait_s - age
                         wait_s = left if wait_s is None else min(wait_s, left)
                 if due is not None:
-                    key, queue = due
-                    batch, rest = queue[: self.max_size], queue[self.max_size :]
-                    if rest:
-                        self._pending[key] = rest
-                    else:
-                        del self._pending[key]
-                    return key, batch
+                    return due[0], self._pop(due[0], self.max_size)
                 if self._stopping:
                     return None
                 self._cond.wait(wait_s)

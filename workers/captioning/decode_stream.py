@@ -173,15 +173,6 @@ class DecodeStream(KeyedQueue[CaptionOptions, Prepared, Captioned]):
             admits.append((key, group))
         return admits
 
-    def _pop(self, key: CaptionOptions, count: int) -> list[_Pending]:
-        queue = self._pending[key]
-        taken, rest = queue[:count], queue[count:]
-        if rest:
-            self._pending[key] = rest
-        else:
-            del self._pending[key]
-        return taken
-
     def _requeue(self, key: CaptionOptions, pendings: list[_Pending]) -> None:
         """Back at the head of their key's queue, with their first arrival time."""
         with self._cond:
