@@ -23,10 +23,9 @@ class Demo:
     state: Path
 
 
-def prepare_demo(root: Path, *, images: int = 24) -> Demo:
-    """Build (or reuse) the tiny models and fill root/inbox with images; returns the paths."""
-    root = root.expanduser().resolve()
-    demo = Demo(
+def demo_paths(root: Path) -> Demo:
+    """Where a demo folder keeps its models, images and results (nothing is made)."""
+    return Demo(
         root=root,
         caption_model=root / "models" / "kosmos2",
         clip_model=root / "models" / "clip",
@@ -36,6 +35,12 @@ def prepare_demo(root: Path, *, images: int = 24) -> Demo:
         errors=root / "errors",
         state=root / ".kcap",
     )
+
+
+def prepare_demo(root: Path, *, images: int = 24) -> Demo:
+    """Build (or reuse) the tiny models and fill root/inbox with images, plus one unreadable
+    file (images + 1 inputs in all); returns the paths."""
+    demo = demo_paths(root.expanduser().resolve())
     if not (demo.caption_model / "config.json").exists():
         build_kosmos2(demo.caption_model)
     if not (demo.clip_model / "config.json").exists():
