@@ -37,7 +37,9 @@ figcaption{padding:8px 10px}
 .meta{display:flex;gap:8px;align-items:baseline;font-size:12px;color:#6e6e73}
 .score{font-weight:700;font-size:15px;color:#1c1c1e;font-variant-numeric:tabular-nums}
 .fail .score{color:#d70015}
-.meta .path{color:inherit;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;margin-left:auto}
+.meta>span{white-space:nowrap}
+.meta .path{min-width:0;color:inherit;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
+ margin-left:auto}
 .caption{margin:4px 0 0;overflow-wrap:anywhere;display:-webkit-box;-webkit-box-orient:vertical;
  -webkit-line-clamp:4;line-clamp:4;overflow:hidden}
 .caption.long{cursor:pointer}
