@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.tiny.clip import build_clip
 from workers.tiny.images import tiny_images
-from workers.tiny.kosmos2 import build_kosmos2
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,10 @@ def demo_paths(root: Path) -> Demo:
 def prepare_demo(root: Path, *, images: int = 24) -> Demo:
     """Build (or reuse) the tiny models and fill root/inbox with images, plus one unreadable
     file (images + 1 inputs in all); returns the paths."""
+    # The model stack loads only when models are built: the paths above need none of it.
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
+
     demo = demo_paths(root.expanduser().resolve())
     if not (demo.caption_model / "config.json").exists():
         build_kosmos2(demo.caption_model)
