@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli.exits import Exit
 from shared.cli.run import run_backlog
 from shared.core.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.tiny.demo import Demo
 
 DEMO_THRESHOLD = 0.0
 
@@ -26,16 +29,16 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "dir", type=Path, nargs="?", default=Path("kcap-demo"), help="demo folder (kcap-demo)"
     )
-    parser.add_argument("--images", type=int, default=24, help="sample images to make (24)")
+    parser.add_argument(
+        "--images", type=int, default=24, help="sample images to make (24), besides one unreadable file"
+    )
     parser.add_argument("--no-run", action="store_true", help="only prepare the folder; print the commands")
     parser.set_defaults(handler=demo)
 
 
-def demo(args: argparse.Namespace) -> int:
-    from workers.tiny.demo import prepare_demo
-
-    prepared = prepare_demo(args.dir, images=args.images)
-    flags = [
+def demo_flags(prepared: Demo) -> list[str]:
+    """The `kcap up` flags for a demo folder (the README gives them for kcap-demo/)."""
+    return [
         "--input-dir", str(prepared.inbox),
         "--output-dir", str(prepared.captioned),
         "--clip-failed-dir", str(prepared.clip_failed),
@@ -45,6 +48,13 @@ def demo(args: argparse.Namespace) -> int:
         "--clip-model", str(prepared.clip_model),
         "--threshold", f"{DEMO_THRESHOLD:g}",
     ]  # fmt: skip
+
+
+def demo(args: argparse.Namespace) -> int:
+    from workers.tiny.demo import prepare_demo
+
+    prepared = prepare_demo(args.dir, images=args.images)
+    flags = demo_flags(prepared)
     print(f"demo folder: {prepared.root}")
     if not args.no_run:
         settings = Settings.build(

@@ -17,7 +17,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--errors-dir", type=Path, default=None, help="errors folder (default: as above)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="csv (default) or jsonl")
     parser.add_argument(
-        "--out", type=Path, default=None, help="export file (default kcap-export.<format> here)"
+        "--out",
+        type=Path,
+        default=None,
+        help="export file, with summary.json beside it (default kcap-export.<format> in this folder)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an export file or summary.json already there"
     )
     parser.set_defaults(handler=export)
 
@@ -38,7 +44,7 @@ def add_folder_arguments(parser: argparse.ArgumentParser) -> None:
 def export(args: argparse.Namespace) -> int:
     roots = resolve_roots(args.output_dir, args.clip_failed_dir, args.errors_dir)
     out = args.out or Path(f"kcap-export.{args.format}")
-    summary = write_export(roots, out, fmt=args.format)
+    summary = write_export(roots, out, fmt=args.format, force=args.force)
     for line in format_summary(summary):
         print(line)
     print(f"wrote        {summary['export']}")

@@ -1,6 +1,6 @@
 """Where a routed image and its sidecars go, and the rule for name collisions.
 
-The rule (documented in the README):
+The rule (documented in docs/output.md):
 - an image keeps its relative sub-folder and its file name;
 - its caption is ``<stem><caption_ext>`` and its record ``<stem>.json``, beside it, so
   kohya-style trainers find the caption;

@@ -1,5 +1,5 @@
 """The Redis commands, keys and channels kcap needs: the embedded Redis's one user, and the
-ACL users per role that the README gives for a shared broker.
+ACL users per role that docs/security.md gives for a shared broker.
 
 The command list is what kombu 5.7 (transport, QoS, pidbox), Celery 5.x (events, remote
 control), Flower 2 and kcap itself send, read from their code and checked by running the
@@ -117,7 +117,7 @@ def role_rules(user: str, *, queue_prefix: str = "", db: int = 0) -> str:
 
 
 def acl_setuser_lines(*, queue_prefix: str = "", db: int = 0) -> list[str]:
-    """The README's `ACL SETUSER` lines (Redis 7 or later), with placeholder passwords."""
+    """The `ACL SETUSER` lines of docs/security.md (Redis 7 or later), with placeholder passwords."""
     return [
         f"ACL SETUSER {user} reset on >{password} {role_rules(user, queue_prefix=queue_prefix, db=db)}"
         for user, password in ((STORAGE_USER, "STORAGE_PASSWORD"), (GPU_USER, "GPU_PASSWORD"))

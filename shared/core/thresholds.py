@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLDS: Final[dict[str, float]] = {
     # The original script's threshold, set against its CLIP statistic: unchanged.
     ScorerFamily.CLIP.value: 15.0,
-    # Provisional (not yet measured on real checkpoints, see the README's "Scorer families"): a sigmoid
+    # Provisional (not yet measured on real checkpoints, see docs/models.md, "Scorer families"): a sigmoid
     # score of 0.1 is logit -2.2, ten times likelier than the ~0.01 that unrelated pairs
     # get from SigLIP's learned bias; pick your own from the report's histogram.
     ScorerFamily.SIGLIP.value: 0.1,

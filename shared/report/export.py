@@ -61,14 +61,23 @@ def write_jsonl(dataset: Dataset, out: Path) -> None:
             handle.write(json.dumps(row_values(row), ensure_ascii=False) + "\n")
 
 
-def write_export(roots: Roots, out: Path, *, fmt: str) -> dict[str, Any]:
-    """Write the export and summary.json beside it; the summary, with both paths."""
+def write_export(roots: Roots, out: Path, *, fmt: str, force: bool = False) -> dict[str, Any]:
+    """Write the export and summary.json beside it; the summary, with both paths.
+
+    An export or a summary.json already there (an earlier run's, or someone else's file of
+    that common name) is left alone unless force is set."""
     out = out.expanduser().resolve()
     summary_path = out.with_name(SUMMARY_NAME)
     for name, root in roots.items():
         if resolves_inside(summary_path, root):
             # A summary.json in a results folder would read as a record on the next run.
             raise ConfigError(f"--out {out} lies inside the {name} folder {root}: pass a path outside it")
+    taken = [str(path) for path in (out, summary_path) if path.exists()]
+    if taken and not force:
+        raise ConfigError(
+            f"{' and '.join(taken)} already exist{'s' if len(taken) == 1 else ''}: pass --out with "
+            "a path in another folder (summary.json is written beside it), or --force to replace"
+        )
     dataset = read_dataset(roots)
     summary = summarize(dataset)
     out.parent.mkdir(parents=True, exist_ok=True)

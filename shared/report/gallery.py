@@ -29,109 +29,11 @@ from shared.report.dataset import (
     scored,
     summarize,
 )
+from shared.report.gallery_assets import CSS, SCRIPT
 
 # Outline colours of entity boxes, cycled per entity.
 PALETTE = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa")
 ROOT_LABELS = {OUTPUT: "output", CLIP_FAILED: "clip failed", ERRORS: "errors"}
-
-CSS = """
-*{box-sizing:border-box}
-body{font:14px/1.4 system-ui,sans-serif;margin:0;padding:16px 20px;background:#f4f4f6;color:#1c1c1e}
-h1{font-size:20px;margin:0 0 4px}
-.folders{color:#6e6e73;font-size:12px;margin:0 0 12px;word-break:break-all}
-.top{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start;margin-bottom:12px}
-.tiles{display:flex;gap:8px;flex-wrap:wrap}
-.tile{background:#fff;border-radius:8px;padding:8px 14px;min-width:92px;box-shadow:0 1px 2px #0002}
-.tile b{display:block;font-size:22px}
-.tile span{color:#6e6e73;font-size:12px}
-table.stats{border-collapse:collapse;background:#fff;border-radius:8px;box-shadow:0 1px 2px #0002}
-table.stats td,table.stats th{padding:3px 10px;text-align:right;font-variant-numeric:tabular-nums}
-.hist{background:#fff;border-radius:8px;box-shadow:0 1px 2px #0002}
-.hist text{font-size:11px;fill:#3a3a3c}
-.controls{display:flex;gap:12px;align-items:center;margin:8px 0 12px;flex-wrap:wrap}
-.controls select,.controls input{font:inherit;padding:3px 6px}
-#shown{color:#6e6e73}
-#cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:12px;align-items:start}
-.card{margin:0;background:#fff;border-radius:8px;overflow:hidden;box-shadow:0 1px 2px #0002;
- border-top:4px solid #34c759}
-.card.fail{border-top-color:#ff3b30}
-.card[hidden]{display:none}
-.frame{position:relative;cursor:pointer;background:#ddd;outline:none}
-.frame img{display:block;width:100%;height:auto}
-.frame .missing{padding:40px 8px;text-align:center;color:#6e6e73}
-.card.broken .frame::after{content:"image not found";position:absolute;inset:0;display:flex;
- align-items:center;justify-content:center;color:#6e6e73;background:#eee}
-.box{position:absolute;display:none;border:2px solid var(--c);box-shadow:0 0 0 1px #0008;
- pointer-events:none}
-.box span{position:absolute;left:0;top:0;background:var(--c);
- color:#000;font-size:11px;padding:0 4px;white-space:nowrap;max-width:220px;overflow:hidden;
- text-overflow:ellipsis}
-.frame:hover .box,.frame:focus .box,.card.show-boxes .box,body.all-boxes .box{display:block}
-figcaption{padding:8px 10px}
-.meta{display:flex;gap:8px;align-items:baseline;font-size:12px;color:#6e6e73}
-.score{font-weight:700;font-size:15px;color:#1c1c1e;font-variant-numeric:tabular-nums}
-.fail .score{color:#d70015}
-.meta a{color:inherit;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;margin-left:auto}
-.caption{margin:4px 0 0;overflow-wrap:anywhere}
-.phrases{margin:4px 0 0;font-size:12px;color:#6e6e73}
-details{margin-top:16px;background:#fff;border-radius:8px;padding:8px 12px}
-details td{padding:2px 8px;vertical-align:top;overflow-wrap:anywhere}
-"""
-
-SCRIPT = """
-(() => {
-  const grid = document.getElementById('cards');
-  const cards = Array.from(grid.querySelectorAll('.card'));
-  const sort = document.getElementById('sort');
-  const root = document.getElementById('root');
-  const find = document.getElementById('find');
-  const shown = document.getElementById('shown');
-  const allBoxes = document.getElementById('all-boxes');
-  allBoxes.checked = location.hash === '#boxes';
-  const showAllBoxes = () => document.body.classList.toggle('all-boxes', allBoxes.checked);
-  const score = (c) => (c.dataset.score === '' ? NaN : parseFloat(c.dataset.score));
-  function compare(a, b) {
-    if (sort.value === 'path') return a.dataset.path.localeCompare(b.dataset.path);
-    const x = score(a), y = score(b);
-    if (isNaN(x) || isNaN(y)) return isNaN(x) - isNaN(y);  // unscored last
-    return sort.value === 'desc' ? y - x : x - y;
-  }
-  function apply() {
-    const needle = find.value.trim().toLowerCase();
-    let count = 0;
-    for (const card of cards.slice().sort(compare)) {
-      const text = (card.dataset.path + ' ' + card.querySelector('.caption').textContent).toLowerCase();
-      card.hidden = (root.value !== 'all' && card.dataset.root !== root.value) ||
-        (needle !== '' && !text.includes(needle));
-      if (!card.hidden) count += 1;
-      grid.appendChild(card);
-    }
-    shown.textContent = count + ' of ' + cards.length + ' shown';
-  }
-  function toggle(event) {
-    const frame = event.target.closest('.frame');
-    if (!frame) return;
-    if (event.type === 'keydown' && event.key !== 'Enter' && event.key !== ' ') return;
-    event.preventDefault();
-    frame.closest('.card').classList.toggle('show-boxes');
-  }
-  for (const img of grid.querySelectorAll('img')) {
-    const card = img.closest('.card');
-    const mark = () => card.classList.add(img.naturalWidth ? 'loaded' : 'broken');
-    if (img.complete) mark();
-    else { img.addEventListener('load', mark); img.addEventListener('error', mark); }
-  }
-  sort.addEventListener('change', apply);
-  root.addEventListener('change', apply);
-  find.addEventListener('input', apply);
-  allBoxes.addEventListener('change', showAllBoxes);
-  grid.addEventListener('click', toggle);
-  grid.addEventListener('keydown', toggle);
-  apply();
-  showAllBoxes();
-  document.body.dataset.ready = '1';
-})();
-"""
 
 
 def render(
@@ -155,6 +57,8 @@ def render(
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{escape(title)}</h1>",
             _folders(dataset),
+            # What went wrong comes before what went right: an error is what a user must act on.
+            _errors(dataset.by_root(ERRORS)),
             '<div class="top">',
             _tiles(summary),
             _stats_table(summary),
@@ -164,7 +68,6 @@ def render(
             '<main id="cards">',
             *(_card(row, report_dir) for row in cards),
             "</main>",
-            _errors(dataset.by_root(ERRORS)),
             f"<script>{SCRIPT}</script>",
             "</body></html>",
         ]
@@ -313,14 +216,20 @@ def _card(row: Row, report_dir: Path) -> str:
     )
     phrases = ", ".join(escape(entity.phrase) for entity in row.entities if entity.boxes)
     shown_score = "no score" if row.clip_score is None else f"{row.clip_score:.2f}"
-    link = f'<a href="{escape(href)}" title="{escape(row.path)}">' if href else "<span>"
+    # The shown path is cut with an ellipsis when long; the whole file path is on hover.
+    whole = escape(str(row.image_path or row.record_path))
+    link = (
+        f'<a class="path" href="{escape(href)}" title="{whole}">'
+        if href
+        else f'<span class="path" title="{whole}">'
+    )
     return (
         f'<figure class="card{" fail" if fail else ""}" data-root="{row.root}" '
         f'data-score="{score}" data-path="{escape(row.path)}">'
         f'<div class="frame" tabindex="0">{picture}{boxes}</div>'
         f'<figcaption><div class="meta"><span class="score">{shown_score}</span>'
         f"<span>{ROOT_LABELS[row.root]}</span>{link}{escape(row.path)}{'</a>' if href else '</span>'}</div>"
-        f'<p class="caption">{escape(caption)}</p>'
+        f'<p class="caption">{escape(caption)}</p><button type="button" class="more" hidden>more</button>'
         + (f'<p class="phrases">boxes: {phrases}</p>' if phrases else "")
         + "</figcaption></figure>"
     )
@@ -339,11 +248,17 @@ def _errors(rows: list[Row]) -> str:
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{escape(row.path)}</td><td>{escape(row.error or '')}</td>"
-        f"<td>{escape(row.error_class or '')}</td></tr>"
+        f'<tr><td title="{escape(str(row.image_path or row.record_path))}">{escape(row.path)}</td>'
+        f"<td>{escape(row.error or '')}</td><td>{escape(row.error_class or '')}</td></tr>"
         for row in rows
     )
-    return f"<details><summary>{len(rows)} unreadable input(s)</summary><table>{body}</table></details>"
+    return (
+        f'<section class="errors" id="errors"><h2>Errors: {len(rows)} '
+        f"input{'' if len(rows) == 1 else 's'} not captioned</h2>"
+        "<p>Each is copied into the errors folder, beside NAME.error.json with its reason.</p>"
+        "<table><tr><th>path</th><th>reason</th><th>kind</th></tr>"
+        f"{body}</table></section>"
+    )
 
 
 def write_report(roots: Roots, out: Path, *, title: str = "kcap report") -> dict[str, Any]:

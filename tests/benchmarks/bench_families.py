@@ -1,4 +1,4 @@
-"""CPU images/s of each family's tiny model, side by side in one run (the README's table).
+"""CPU images/s of each family's tiny model, side by side in one run (the table in docs/models.md).
 
     python -m tests.benchmarks.bench_families [--images 32] [--batch-size 8] [--new-tokens 16]
 

@@ -2,7 +2,7 @@
 path of the script, without kcap's service packages (as on the lent GPU machine), so a
 lent GPU's few minutes are not lost to a bug or a missing import. Its --compile row
 adds a minute and a half of compiling on these cores; tests/unit/test_compile.py covers
-compiling, and `gpu_bench.py --dry-run --compile` is run by hand (README, "GPU")."""
+compiling, and `gpu_bench.py --dry-run --compile` is run by hand (docs/performance.md, "GPU")."""
 
 from __future__ import annotations
 

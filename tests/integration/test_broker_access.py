@@ -1,6 +1,6 @@
 """Who may use kcap's Redis, on real processes: the embedded Redis of `kcap up` wants its
 password (which survives a restart of that Redis and never shows in a process list) and has
-no admin commands; on a shared broker, the ACL users the README gives per role let a GPU
+no admin commands; on a shared broker, the ACL users docs/security.md gives per role let a GPU
 host caption and nothing more."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.integration.helpers import (
     routed_sources,
 )
 
-README = REPO / "README.md"
+SECURITY = REPO / "docs" / "security.md"
 
 # What a local attacker did to the embedded Redis (issue 10): write a file anywhere, wipe
 # the queues, read the configuration, stop or re-point the server.
@@ -144,14 +144,14 @@ def _answers(url: str) -> bool:
         client.close()
 
 
-# -- a shared broker: the README's ACL users, one per role ----------------------------------
+# -- a shared broker: the documented ACL users, one per role -------------------------------
 
 
-def _readme_acl_lines() -> list[str]:
-    text = README.read_text()
-    section = text.split("## Security", 1)[1].split("\n## ", 1)[0]
+def _documented_acl_lines() -> list[str]:
+    text = SECURITY.read_text()
+    section = text.split("## ACL users per role", 1)[1].split("\n## ", 1)[0]
     lines = [line.strip() for line in section.splitlines() if line.strip().startswith("ACL SETUSER")]
-    assert lines, "the README's Security section gives no ACL SETUSER lines"
+    assert lines, "docs/security.md gives no ACL SETUSER lines"
     return lines
 
 
@@ -162,10 +162,10 @@ def _redis_major() -> int:
     return int(found.group(1))
 
 
-def test_a_gpu_host_with_the_readme_gpu_user_captions_and_can_do_nothing_else(
+def test_a_gpu_host_with_the_documented_gpu_user_captions_and_can_do_nothing_else(
     make_settings: Callable[..., Settings], tmp_path: Path, procs: Processes
 ) -> None:
-    lines = _readme_acl_lines()
+    lines = _documented_acl_lines()
     if _redis_major() < 7:
         pytest.skip("the role users need Redis 7 (read-only and write-only key patterns)")
     admin_password = "admin-" + os.urandom(8).hex()

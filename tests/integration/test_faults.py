@@ -45,7 +45,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:
     # A short visibility timeout makes Redis hand the dead worker's jobs out again within
-    # seconds; production keeps 300 s (see README: the trade-off). Two slots and a batch of
+    # seconds; production keeps 300 s (see docs/operations.md: the trade-off). Two slots and a batch of
     # two hold 4 jobs at a time, so the kill lands mid-run (32 slots would take all 12 at once).
     settings = make_settings(
         broker_url=redis_url, visibility_timeout_s=4, max_new_tokens=24, batch_size=2, decoder_slots=2
@@ -87,7 +87,7 @@ def test_redis_restarting_mid_run_loses_nothing(
         batch_size=2,
         decoder_slots=2,  # 4 jobs at a time, so the restart lands mid-run
         # A message kombu had popped but not yet recorded as unacknowledged when Redis went
-        # down is gone from Redis (README, "Reliability"): kcap's answer is the stale-claim
+        # down is gone from Redis (docs/operations.md, "Reliability"): kcap's answer is the stale-claim
         # resend from the reconcile scan, made quick here so that it lands within the wait.
         stale_claim_s=20.0,
         reconcile_every_s=5.0,

@@ -251,3 +251,30 @@ def test_an_export_inside_a_results_folder_is_refused(run_folders: Roots) -> Non
 def test_a_missing_output_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path / "nope")]) == 2
     assert "no output folder" in capsys.readouterr().err
+
+
+def test_an_existing_summary_json_is_kept_unless_forced(
+    run_folders: Roots, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """summary.json is a common name: another tool's file in the same folder is not replaced unasked."""
+    out = tmp_path / "exports" / "rows.csv"
+    out.parent.mkdir()
+    theirs = out.parent / "summary.json"
+    theirs.write_text('{"someone": "else"}\n')
+    assert main(["export", str(run_folders.output), "--out", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert f"{theirs} already exists" in said and "--force" in said
+    assert theirs.read_text() == '{"someone": "else"}\n' and not out.exists()
+    assert main(["export", str(run_folders.output), "--out", str(out), "--force"]) == 0
+    assert json.loads(theirs.read_text())["counts"]["total"] == 6
+    assert len(out.read_text().splitlines()) == 7  # header + 6 rows
+
+
+def test_a_second_export_to_the_same_file_is_refused(run_folders: Roots, tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    write_export(run_folders, out, fmt="jsonl")
+    before = out.read_text(), (tmp_path / "summary.json").read_text()
+    with pytest.raises(ConfigError, match=r"run\.jsonl and .*summary\.json already exist"):
+        write_export(run_folders, out, fmt="jsonl")
+    assert (out.read_text(), (tmp_path / "summary.json").read_text()) == before
+    write_export(run_folders, out, fmt="jsonl", force=True)

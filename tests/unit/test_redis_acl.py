@@ -1,5 +1,5 @@
-"""The ACL rules kcap gives Redis: the README's lines are the code's, and no admin command
-slips in. (tests/integration/test_broker_access.py runs real workers under them.)"""
+"""The ACL rules kcap gives Redis: the lines in docs/security.md are the code's, and no admin
+command slips in. (tests/integration/test_broker_access.py runs real workers under them.)"""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from shared.core.redis_acl import EMBEDDED_USER_RULES, KCAP_COMMANDS, acl_setuser_lines, role_rules
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SECURITY = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
-def test_the_readme_gives_exactly_the_lines_the_code_makes() -> None:
-    section = README.read_text().split("## Security", 1)[1].split("\n## ", 1)[0]
+def test_the_security_page_gives_exactly_the_lines_the_code_makes() -> None:
+    section = SECURITY.read_text().split("## ACL users per role", 1)[1].split("\n## ", 1)[0]
     lines = [line.strip() for line in section.splitlines() if line.startswith("ACL SETUSER")]
     assert lines == acl_setuser_lines()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,39 @@ def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(_parse(out.read_text()).cards) == 12
 
 
+def test_errors_come_first_with_their_count(tmp_path: Path) -> None:
+    roots = build_demo(tmp_path / "run")
+    write_error(tmp_path / "run" / "errors", "empty.png", reason="empty file")
+    html = _render(roots, tmp_path / "r.html")
+    heading = re.search(r'<section class="errors" id="errors"><h2>([^<]*)</h2>', html)
+    assert heading is not None and heading.group(1) == "Errors: 2 inputs not captioned"
+    # Before the counts, the histogram and every card: what a user must act on comes first.
+    assert heading.start() < html.index('class="tiles"') < html.index('<main id="cards">')
+    section = html[heading.start() : html.index("</section>", heading.start())]
+    assert "empty file" in section and "corrupt or truncated image" in section
+    assert f'title="{tmp_path / "run" / "errors" / "city" / "truncated.jpg"}"' in section
+
+
+def test_one_error_is_singular_and_none_shows_no_section(tmp_path: Path) -> None:
+    html = _render(build_demo(tmp_path / "run"), tmp_path / "r.html")
+    assert "<h2>Errors: 1 input not captioned</h2>" in html
+    out = tmp_path / "clean" / "captioned"
+    write_result(out, "a.png", score=20.0)
+    assert 'class="errors"' not in _render(
+        Roots(output=out, clip_failed=None, errors=None), tmp_path / "c.html"
+    )
+
+
+def test_a_card_gives_its_whole_file_path_on_hover(tmp_path: Path) -> None:
+    """The shown path is cut with an ellipsis when long; the title holds the file's whole path."""
+    out = tmp_path / "captioned"
+    image = write_result(out, "a/b/" + "long-folder-name/" * 6 + "photo.png", score=20.0)
+    html = _render(Roots(output=out, clip_failed=None, errors=None), tmp_path / "r.html")
+    link = re.search(r'<a class="path" href="[^"]*" title="([^"]*)">([^<]*)</a>', html)
+    assert link is not None
+    assert link.group(1) == str(image) and link.group(2) == image.relative_to(out).as_posix()
+
+
 def _render(roots: Roots, out: Path) -> str:
     write_report(roots, out)
     return out.read_text(encoding="utf-8")
@@ -342,3 +377,62 @@ def test_every_histogram_label_lies_inside_the_chart(tmp_path: Path, threshold: 
     assert any(text == f"threshold {threshold:g}" for text, *_ in labels)
     for text, left, right, width in labels:
         assert float(left) >= 0 and float(right) <= float(width), f"{text!r} runs off the chart: {labels}"
+
+
+# Appended to a copy of the page: the long caption's box before and after clicks, the short
+# one's button, the long path's cut and title, and where the errors section sits.
+_PROBE_CLAMP = """<script>
+window.addEventListener("load", () => {
+  const card = (path) => document.querySelector(`.card[data-path="${path}"]`);
+  const long = card(LONG_PATH), short = card("beach/dog.png");
+  const caption = long.querySelector(".caption"), more = long.querySelector(".more");
+  const state = () => [caption.clientHeight, caption.scrollHeight, more.hidden, more.textContent].join(",");
+  const out = {closed: state()};
+  more.click();
+  out.opened = state();
+  caption.click();
+  out.closed_again = state();
+  caption.click();
+  out.opened_by_caption = state();
+  out.short = [short.querySelector(".caption").classList.contains("long"),
+               short.querySelector(".more").hidden].join(",");
+  const path = long.querySelector(".path");
+  out.path = [path.scrollWidth > path.clientWidth, path.title].join(",");
+  out.order = [document.getElementById("errors").getBoundingClientRect().top <
+               document.getElementById("cards").getBoundingClientRect().top].join(",");
+  document.body.setAttribute("data-probe", JSON.stringify(out));
+});
+</script>"""
+
+
+@needs_chromium
+def test_headless_chromium_clamps_a_long_caption_and_opens_it_on_click(tmp_path: Path) -> None:
+    roots = build_demo(tmp_path / "run")
+    long_path = "trips/" + "a-rather-long-folder-name/" * 4 + "harbour.png"
+    caption = "a harbour at dawn with fishing boats, " * 12 + "and gulls"
+    image = write_result(roots.output, long_path, score=21.0, caption=caption, size=(320, 200))
+    report = tmp_path / "report.html"
+    write_report(roots, report)
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())
+    probe = _PROBE_CLAMP.replace("LONG_PATH", json.dumps(long_path))
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", probe + "</body>"))
+    done = run_chromium(measured.as_uri(), tmp_path / "profile", "--window-size=1280,1200", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-probe="([^"]*)"', done.stdout)
+    assert found is not None, done.stdout[-2000:]
+    probe_out = json.loads(unescape(found.group(1)))
+
+    def state(key: str) -> tuple[int, int, str, str]:
+        shown, whole, hidden, label = probe_out[key].split(",")
+        return int(shown), int(whole), hidden, label
+
+    shown, whole, hidden, label = state("closed")
+    assert shown < whole / 2 and (hidden, label) == ("false", "more")  # clamped, with its button
+    shown, whole, hidden, label = state("opened")
+    assert shown == whole and label == "less"  # the whole text after a click on "more"
+    assert state("closed_again")[0] < state("closed_again")[1]  # a click on the caption clamps again
+    assert state("opened_by_caption")[0] == state("opened_by_caption")[1]  # and opens it
+    assert probe_out["short"] == "false,true"  # a caption that fits has no button
+    assert probe_out["path"] == f"true,{image}"  # cut on the card, whole on hover
+    assert probe_out["order"] == "true"

@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.tiny.clip import build_clip
 from workers.tiny.images import tiny_images
-from workers.tiny.kosmos2 import build_kosmos2
 
 
 @dataclass(frozen=True)
@@ -23,10 +21,9 @@ class Demo:
     state: Path
 
 
-def prepare_demo(root: Path, *, images: int = 24) -> Demo:
-    """Build (or reuse) the tiny models and fill root/inbox with images; returns the paths."""
-    root = root.expanduser().resolve()
-    demo = Demo(
+def demo_paths(root: Path) -> Demo:
+    """Where a demo folder keeps its models, images and results (nothing is made)."""
+    return Demo(
         root=root,
         caption_model=root / "models" / "kosmos2",
         clip_model=root / "models" / "clip",
@@ -36,6 +33,16 @@ def prepare_demo(root: Path, *, images: int = 24) -> Demo:
         errors=root / "errors",
         state=root / ".kcap",
     )
+
+
+def prepare_demo(root: Path, *, images: int = 24) -> Demo:
+    """Build (or reuse) the tiny models and fill root/inbox with images, plus one unreadable
+    file (images + 1 inputs in all); returns the paths."""
+    # The model stack loads only when models are built: the paths above need none of it.
+    from workers.tiny.clip import build_clip
+    from workers.tiny.kosmos2 import build_kosmos2
+
+    demo = demo_paths(root.expanduser().resolve())
     if not (demo.caption_model / "config.json").exists():
         build_kosmos2(demo.caption_model)
     if not (demo.clip_model / "config.json").exists():
