@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from shared.cli.main import main
 from shared.core.embedded_redis import free_port
 from shared.core.settings import Settings
-from tests.conftest import REPO, Processes, wait_for
+from tests.conftest import REPO, Processes, kcap_to_the_end, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value, value_or_zero
 from workers.tiny.images import tiny_images
@@ -130,14 +129,7 @@ def _flower_off_loopback(settings: Settings, login: str | None) -> subprocess.Co
     if login is not None:
         env["KCAP_FLOWER_BASIC_AUTH"] = login
     argv = ["flower", "--flower-address", "0.0.0.0", "--flower-port", str(free_port())]
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *argv],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kcap_to_the_end(env, *argv)
 
 
 def test_flower_off_loopback_refuses_to_start_without_a_login(
@@ -212,14 +204,7 @@ def test_kcap_status_finds_the_embedded_broker_of_kcap_up(
     report = kcap_status(env)
     assert report["outcomes"] == {"output": 0, "clip_failed": 3, "errors": 0}
     assert report["in_flight"] == 0 and report["eta_s"] == 0.0
-    text = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", "status"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    text = kcap_to_the_end(env, "status")
     assert text.returncode == 0, text.stderr
     assert "clip-failed 3" in text.stdout and "queue       caption: 0 waiting" in text.stdout
 
