@@ -18,6 +18,7 @@ from shared.core.settings import Settings
 from tests.conftest import REPO, Processes, kcap_to_the_end, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value, value_or_zero
+from tests.tolerances import float64_error
 from workers.tiny.images import tiny_images
 
 HOST = socket.gethostname()
@@ -96,8 +97,12 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     assert value(routed, "kcap_images_routed_total", outcome="clip_failed") == 0
     assert value(routed, "kcap_images_routed_total", outcome="errors") == 0
     assert value(routed, "kcap_clip_score_count") == 5
+    # The same five float64 scores (JSON and the exposition format round-trip a float
+    # exactly), summed in another order: each sum of n rounds n - 1 times at the size of the
+    # sum of |scores|.
+    scores = [float(r["clip_score"]) for r in found["output"]]
     assert value(routed, "kcap_clip_score_sum") == pytest.approx(
-        sum(float(r["clip_score"]) for r in found["output"]), abs=1e-3
+        sum(scores), rel=0, abs=2 * float64_error(len(scores) - 1, magnitude=sum(map(abs, scores)))
     )
     assert value(routed, "kcap_end_to_end_latency_seconds_count") == 5
     assert value(routed, "kcap_worker_info", worker=f"route@{HOST}", role="route") == 1
