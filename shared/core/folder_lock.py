@@ -36,6 +36,7 @@ HOLDER_ENV = "KCAP_FOLDER_LOCK_HOLDER"
 # A folder that cannot hold a lock file (read-only) is not refused for it: filing there
 # fails and is retried until it is writable, which a lock would not change.
 _CANNOT_CREATE = (errno.EROFS, errno.EACCES, errno.EPERM)
+STATE_ROLE = "state folder"
 
 
 class FolderLocks:
@@ -47,7 +48,8 @@ class FolderLocks:
         self._set_env = False
 
     def take(self, role: str, folder: Path, *, command: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        # The state folder holds the broker's password: only its owner may enter (see make_folders).
+        folder.mkdir(mode=0o700 if role == STATE_ROLE else 0o777, parents=True, exist_ok=True)
         path = folder / LOCK_NAME
         fd = _open(path)
         if fd is None:
@@ -103,7 +105,7 @@ def hold_folders(settings: Settings, *, command: str, state: bool) -> FolderLock
     """Lock the route worker's folders, and the state folder when state (`kcap up`, `kcap run`:
     it holds their Redis, its broker_url and their logs), for this process's life or until
     release(). Raises FolderInUseError, naming the holder, when another kcap has one."""
-    named: list[tuple[str, Path | None]] = [("state folder", settings.state_dir)] if state else []
+    named: list[tuple[str, Path | None]] = [(STATE_ROLE, settings.state_dir)] if state else []
     named += [
         ("output folder", settings.output_dir),
         ("clip-failed folder", settings.clip_failed_dir),
@@ -164,8 +166,11 @@ def _refusal(role: str, folder: Path, holder: dict[str, object] | None, command:
         pid, host = holder.get("pid"), holder.get("host")
         who = f"`{holder.get('command', 'kcap')}` (PID {pid} on host {host})"
         stop = f"stop it first (kill {pid})" if host == socket.gethostname() else f"stop it on {host} first"
+    if role == STATE_ROLE:
+        harm, flags = "would start a second Redis on its socket and append-only file", "--state-dir"
+    else:
+        harm, flags = "would file results twice", "--output-dir, --clip-failed-dir, --errors-dir"
     return (
-        f"the {role} {folder} is in use by {who}: a second `{command}` on it would file results twice; "
-        f"{stop}, or give this one folders of its own"
-        + (" (--state-dir)" if role == "state folder" else " (--output-dir, --clip-failed-dir, --errors-dir)")
+        f"the {role} {folder} is in use by {who}: a second `{command}` on it {harm}; "
+        f"{stop}, or give this one folders of its own ({flags})"
     )
