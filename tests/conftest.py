@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -223,6 +223,20 @@ def wait_for(
         time.sleep(0.1)
     detail = f"\n--- process logs ---\n{logs()}" if logs else ""
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+
+
+def kcap_to_the_end(
+    env: Mapping[str, str], *args: str, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`kcap ARGS` as a person types it: its own process, run to the end, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli.main", *args],
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def copy_tree(src: Path, dst: Path) -> None:

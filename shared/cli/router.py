@@ -9,6 +9,7 @@ from typing import Any
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.supervisor import ProcessGroup, kcap_argv, supervise
+from shared.core.folder_lock import hold_folders
 from shared.core.metrics import serving as serve_metrics
 from shared.core.settings import Settings
 
@@ -42,10 +43,12 @@ def router(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     settings.require_broker()
-    group = ProcessGroup(stop_timeout_s=settings.stop_timeout_s)
-    argv = kcap_argv("router-process", "--concurrency", str(args.concurrency))
-    group.start(route_node_name(settings), argv, env=settings.child_env())
-    return supervise(group)
+    # Taken here, not in the process below: a restart of that one keeps the folders.
+    with hold_folders(settings, command="kcap router", state=False):
+        group = ProcessGroup(stop_timeout_s=settings.stop_timeout_s)
+        argv = kcap_argv("router-process", "--concurrency", str(args.concurrency))
+        group.start(route_node_name(settings), argv, env=settings.child_env())
+        return supervise(group)
 
 
 def router_process(args: argparse.Namespace) -> int:
@@ -54,8 +57,12 @@ def router_process(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     name = route_node_name(settings)
-    with serve_metrics(
-        role="route", worker=name, port=settings.metrics_port, address=settings.metrics_address
+    # A no-op under `kcap router` or `kcap up`, which hold the folders for it.
+    with (
+        hold_folders(settings, command="kcap router-process", state=False),
+        serve_metrics(
+            role="route", worker=name, port=settings.metrics_port, address=settings.metrics_address
+        ),
     ):
         run_route_worker(settings, name=name, concurrency=args.concurrency)
     return Exit.OK

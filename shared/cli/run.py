@@ -9,7 +9,8 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, log_dir, make_folders
+from shared.cli.stack import Stack, log_dir, make_folders, require_input_folder
+from shared.core.folder_lock import hold_folders
 from shared.core.logs import is_debug, log_to_file, set_console
 from shared.core.settings import Settings
 
@@ -32,7 +33,9 @@ def run_backlog(settings: Settings) -> int:
     from shared.cli.progress import Progress
 
     settings.require_folders()
+    require_input_folder(settings)
     make_folders(settings)
+    locks = hold_folders(settings, command="kcap run", state=True)  # one kcap on these folders
     verbose = is_debug()
     logs = log_dir(settings)
     log_to_file(logs / "kcap.log")
@@ -54,6 +57,7 @@ def run_backlog(settings: Settings) -> int:
             progress.close()  # the final counts, read before the broker stops
     finally:
         progress.close()
+        locks.release()
     summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.items())) or "nothing to do"
     progress.emit(f"kcap run: done ({summary}); logs in {logs}")
     return Exit.OK

@@ -19,17 +19,33 @@ from shared.core.status import broker_file, write_broker_file
 log = logging.getLogger(__name__)
 
 
-def make_folders(settings: Settings) -> None:
+def make_folders(settings: Settings) -> list[Path]:
+    """Make the pipeline's folders; returns those that did not exist (`kcap up` says so)."""
+    created = []
     for folder in (
         settings.input_dir,
         settings.output_dir,
         settings.clip_failed_dir,
         settings.errors_dir,
     ):
-        if folder is not None:
+        if folder is not None and not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
+            created.append(folder)
     # The embedded Redis's data, socket and URL (with its password) live here.
     private_folder(settings.state_dir)
+    return created
+
+
+def require_input_folder(settings: Settings) -> None:
+    """`kcap run` captions what is in the input folder: a missing one is a mistyped path, and
+    making it would end in "nothing to do" with exit 0."""
+    input_dir, _ = settings.require_folders()
+    if not input_dir.is_dir():
+        what = "is not a folder" if input_dir.exists() else "does not exist"
+        raise ConfigError(
+            f"the input folder {input_dir} {what}: check --input-dir (KCAP_INPUT_DIR), "
+            "or use `kcap up`, which creates it and waits for images"
+        )
 
 
 def log_dir(settings: Settings) -> Path:

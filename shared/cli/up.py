@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.stack import Stack, log_dir, make_folders
+from shared.core.folder_lock import hold_folders
 from shared.core.logs import is_debug, log_to_file, set_console
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,13 @@ def up(args: argparse.Namespace) -> int:
     from shared.cli.progress import Progress
 
     settings = settings_from_args(args)
-    settings.require_folders()
-    make_folders(settings)
+    input_dir, _ = settings.require_folders()
+    if input_dir in make_folders(settings):
+        print(
+            f"kcap up: created the input folder {input_dir}; images dropped into it are captioned",
+            file=sys.stderr,
+        )
+    locks = hold_folders(settings, command="kcap up", state=True)  # one kcap on these folders
     verbose = is_debug()
     logs = log_dir(settings)
     log_to_file(logs / "kcap.log")
@@ -62,4 +69,5 @@ def up(args: argparse.Namespace) -> int:
                 progress.close()  # the final counts, read before the broker stops
     finally:
         progress.close()
+        locks.release()
     return Exit.OK

@@ -37,3 +37,8 @@ class BrokerError(KcapError):
 
 class WorkerDiedError(KcapError):
     """A job's worker died on it too many times (shared.core.attempts): it goes to errors."""
+
+
+class FolderInUseError(KcapError):
+    """Another kcap holds this folder's lock (shared.core.folder_lock): a second `kcap up`,
+    `kcap run` or route worker on it would file every result twice."""

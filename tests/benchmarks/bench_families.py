@@ -129,9 +129,9 @@ def _timed(
     wall, cpu = time.perf_counter(), time.process_time()
     got = work()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if len(got) != len(expected) or any(
-        a != b if isinstance(a, str) else abs(a - b) > 1e-4 for a, b in zip(got, expected, strict=False)
-    ):
+    # The same inputs in the same batches, in one process on the same threads: the same
+    # arithmetic, so the same captions and bit for bit the same scores.
+    if got != expected:
         problems.append(f"{family}: a repeated pass gave other results than the first")
     return wall, cpu
 

@@ -48,7 +48,7 @@ def test_identical_paths_pass() -> None:
             "b2: 3 of 4 captions identical",
         ),
         ("c", lambda r: r["captions"].pop("img_0001.jpg"), "c: 3 of 4 captions identical to (a), 3 in both"),
-        ("u", lambda r: r["scores"].update({"img_0003.jpg": 16.01}), "u: 1 of 4 scores differ"),
+        ("u", lambda r: r["scores"].update({"img_0003.jpg": 16.1}), "u: 1 of 4 scores differ"),
         (
             "b2",
             lambda r: r["scores"].pop("img_0000.jpg"),

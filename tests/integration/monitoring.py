@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
+from tests.conftest import kcap_to_the_end
 
 
 def http_get(url: str, *, auth: str | None = None, timeout_s: float = 10.0) -> tuple[int, str]:
@@ -62,14 +60,7 @@ def value_or_zero(samples: Samples, name: str, **labels: str) -> float:
 
 
 def kcap_status(env: Mapping[str, str], *args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", "status", "--json", *args],
-        env=dict(env),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = kcap_to_the_end(env, "status", "--json", *args)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert isinstance(report, dict)

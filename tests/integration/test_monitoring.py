@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import pytest
 from shared.cli.main import main
 from shared.core.embedded_redis import free_port
 from shared.core.settings import Settings
-from tests.conftest import REPO, Processes, wait_for
+from tests.conftest import REPO, Processes, kcap_to_the_end, wait_for
 from tests.integration.helpers import image_bytes, records, routed_sources
 from tests.integration.monitoring import answers, http_get, kcap_status, scrape, value, value_or_zero
+from tests.tolerances import float64_error
 from workers.tiny.images import tiny_images
 
 HOST = socket.gethostname()
@@ -97,8 +97,12 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     assert value(routed, "kcap_images_routed_total", outcome="clip_failed") == 0
     assert value(routed, "kcap_images_routed_total", outcome="errors") == 0
     assert value(routed, "kcap_clip_score_count") == 5
+    # The same five float64 scores (JSON and the exposition format round-trip a float
+    # exactly), summed in another order: each sum of n rounds n - 1 times at the size of the
+    # sum of |scores|.
+    scores = [float(r["clip_score"]) for r in found["output"]]
     assert value(routed, "kcap_clip_score_sum") == pytest.approx(
-        sum(float(r["clip_score"]) for r in found["output"]), abs=1e-3
+        sum(scores), rel=0, abs=2 * float64_error(len(scores) - 1, magnitude=sum(map(abs, scores)))
     )
     assert value(routed, "kcap_end_to_end_latency_seconds_count") == 5
     assert value(routed, "kcap_worker_info", worker=f"route@{HOST}", role="route") == 1
@@ -130,14 +134,7 @@ def _flower_off_loopback(settings: Settings, login: str | None) -> subprocess.Co
     if login is not None:
         env["KCAP_FLOWER_BASIC_AUTH"] = login
     argv = ["flower", "--flower-address", "0.0.0.0", "--flower-port", str(free_port())]
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *argv],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kcap_to_the_end(env, *argv)
 
 
 def test_flower_off_loopback_refuses_to_start_without_a_login(
@@ -212,14 +209,7 @@ def test_kcap_status_finds_the_embedded_broker_of_kcap_up(
     report = kcap_status(env)
     assert report["outcomes"] == {"output": 0, "clip_failed": 3, "errors": 0}
     assert report["in_flight"] == 0 and report["eta_s"] == 0.0
-    text = subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", "status"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    text = kcap_to_the_end(env, "status")
     assert text.returncode == 0, text.stderr
     assert "clip-failed 3" in text.stdout and "queue       caption: 0 waiting" in text.stdout
 

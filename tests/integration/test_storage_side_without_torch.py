@@ -25,7 +25,7 @@ from shared.core.messages import Result
 from shared.core.naming import job_id_for
 from shared.core.settings import Settings
 from shared.core.status import queue_depth
-from tests.conftest import REPO, Processes, wait_for
+from tests.conftest import REPO, Processes, kcap_to_the_end, wait_for
 from tests.integration.helpers import image_bytes, records
 from tests.integration.monitoring import answers
 from workers.tiny.images import tiny_images
@@ -46,14 +46,7 @@ def no_model_stack(tmp_path: Path) -> dict[str, str]:
 
 
 def _kcap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli.main", *args],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return kcap_to_the_end({**os.environ, **env}, *args)
 
 
 def test_the_shadow_really_hides_the_model_stack(no_model_stack: dict[str, str]) -> None:
