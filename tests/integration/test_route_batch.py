@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from celery import Celery
 
@@ -50,11 +53,19 @@ def test_a_batch_files_what_it_can_and_sends_round_only_what_must_wait(
     procs.kcap("router", settings=settings)
     app = Celery("kcap-test", broker=redis_url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
+    # bad.png stays "changed just now" until good.png is filed: a router slow to start under
+    # load must still find it unsettled when the batch arrives, whatever the start took.
+    touching = threading.Event()
+    toucher = threading.Thread(target=_touch_until, args=(settings.input_dir / "bad.png", touching))
+    toucher.start()
     sent_at = time.monotonic()
-    app.send_task(ROUTE_BATCH_TASK, args=[[r.to_dict() for r in batch]], queue=settings.route_queue)
-    app.close()
-
-    wait_for(lambda: len(records(settings)["output"]) == 1, timeout_s=60, what="good.png", logs=procs.tail)
+    try:
+        app.send_task(ROUTE_BATCH_TASK, args=[[r.to_dict() for r in batch]], queue=settings.route_queue)
+        app.close()
+        wait_for(lambda: len(records(settings)["output"]) == 1, timeout_s=60, what="good", logs=procs.tail)
+    finally:
+        touching.set()
+        toucher.join()
     assert records(settings)["errors"] == []  # bad.png waits for its input to settle
     wait_for(lambda: len(records(settings)["errors"]) == 1, timeout_s=60, what="bad.png", logs=procs.tail)
     assert time.monotonic() - sent_at >= 2.0  # filed only after it had been still long enough
@@ -70,3 +81,8 @@ def test_a_batch_files_what_it_can_and_sends_round_only_what_must_wait(
     logs = procs.logs()
     assert "routing it again" in logs
     assert "already routed" not in logs  # the retry carried bad.png alone, not the filed ones
+
+
+def _touch_until(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        os.utime(path)
