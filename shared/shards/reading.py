@@ -12,7 +12,8 @@ from shared.core.errors import ShardSourceError
 from shared.shards.parquet_format import count_rows, parquet_samples
 from shared.shards.refs import Sample, ShardRef
 from shared.shards.storage import StorageOptions, filesystem, unreachable
-from shared.shards.tar_format import SourceReadError, tar_samples, truncated_key
+from shared.shards.streams import GuardedReader, SourceReadError
+from shared.shards.tar_format import tar_samples, truncated_key
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def _open(ref: ShardRef, storage_options: StorageOptions | None) -> IO[bytes]:
     fs, path = filesystem(ref.url, storage_options)
     try:
-        return fs.open(path, "rb")
+        return GuardedReader(fs.open(path, "rb"))  # type: ignore[return-value]
     except FileNotFoundError as exc:
         raise ShardSourceError(f"the shard {ref.url} does not exist (now): list the shards again") from exc
     except Exception as exc:  # fsspec backends raise their own types
@@ -82,6 +83,8 @@ def count_samples(ref: ShardRef, *, storage_options: StorageOptions | None = Non
     handle = _open(ref, storage_options)
     try:
         return count_rows(handle)
+    except SourceReadError as exc:
+        raise ShardSourceError(f"reading {ref.url} failed ({exc}): retry it") from exc
     except pa.ArrowException:
         return None
     finally:

@@ -62,14 +62,16 @@ class StagedFile:
                 os.fsync(self.handle.fileno())
                 self.handle.close()
                 os.replace(self.temp, self.path)
-                _fsync_folder(os.path.dirname(self.path))
             else:
                 self.handle.close()  # completes the upload, under the temporary key
                 self.fs.copy(self.temp, self.path)
-                self.fs.rm(self.temp)
         except BaseException:
             self._discard()
             raise
+        if self.local:
+            _fsync_folder(os.path.dirname(self.path))
+        else:
+            self._remove_remote_temp()
         log.debug("committed %s", self.url)
         return self.url
 
@@ -98,6 +100,9 @@ class StagedFile:
         else:
             with contextlib.suppress(Exception):
                 handle.close()
+        self._remove_remote_temp()
+
+    def _remove_remote_temp(self) -> None:
         try:
             self.fs.rm(self.temp)
         except FileNotFoundError:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from shared.shards.keys import IMAGE_EXTENSIONS, TEXT_EXTENSIONS, key_problem, split_member
 from shared.shards.refs import Sample
+from shared.shards.streams import SourceReadError
 
 # A text member larger than this is not carried along in Sample.extra.
 MAX_EXTRA_BYTES = 64 * 1024
@@ -33,10 +34,6 @@ _TAIL_BYTES = 64 * 1024
 # webdataset's TarWriter defaults, so kcap's shards look like any other.
 _MEMBER_MODE = 0o444
 _OWNER = "bigdata"
-
-
-class SourceReadError(Exception):
-    """Reading the underlying file failed (the store, not the tar): the caller re-raises it."""
 
 
 class _TailReader(io.RawIOBase):
@@ -51,10 +48,7 @@ class _TailReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.raw.read(size)
-        except Exception as exc:  # a store error is not a broken tar: let the caller see it
-            raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
+        data = self.raw.read(size)
         self.total += len(data)
         self.tail += data
         if len(self.tail) > _TAIL_BYTES:

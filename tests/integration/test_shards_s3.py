@@ -26,6 +26,7 @@ from shared.core.errors import ShardSourceError
 from shared.shards.markers import Decision, DoneMarker, decide, read_markers, write_marker
 from shared.shards.reading import count_samples, read_samples
 from shared.shards.sources import list_shards
+from shared.shards.sweeping import sweep_temporaries
 from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
 from tests.conftest import REPO, wait_for
 from tests.s3_server import S3Storage
@@ -199,17 +200,26 @@ def test_markers_written_by_another_process_are_seen_by_the_next_listing(s3_stor
     assert _keys(s3_storage) == ["captions/_done/00000.json", "captions/_done/00001.json"]
 
 
+@pytest.mark.parametrize("kind", ["tar", "parquet"])
 def test_a_shard_that_vanishes_mid_read_stops_the_job_instead_of_faking_a_truncation(
-    s3_storage: S3Storage, tmp_path: Path
+    s3_storage: S3Storage, tmp_path: Path, kind: str
 ) -> None:
-    samples = [{"__key__": f"k{i}", "png": os.urandom(200_000)} for i in range(10)]
-    url = _upload(s3_storage, wds_tar(tmp_path / "a.tar", samples), "in", "a.tar")
+    images = [os.urandom(200_000) for _ in range(10)]
+    if kind == "tar":
+        local = wds_tar(
+            tmp_path / "a.tar", [{"__key__": f"k{i}", "png": data} for i, data in enumerate(images)]
+        )
+    else:
+        local = plain_parquet(tmp_path / "a.parquet", {"image": images}, row_group_size=2)
+    url = _upload(s3_storage, local, "in", local.name)
     options = {**s3_storage.storage_options, "default_block_size": 256 * 1024}
     ref = only_ref(url, storage_options=options)
     reader = read_samples(ref, max_image_bytes=10**6, storage_options=options)
-    assert next(reader).key == "k0"
+    assert next(reader).ok
     s3_storage.filesystem().rm(url)
-    with pytest.raises(ShardSourceError, match=r"reading s3://.*/in/a\.tar failed at sample \d+ .*retry it"):
+    with pytest.raises(
+        ShardSourceError, match=rf"reading s3://.*/in/a\.{kind} failed at sample \d+ .*retry it"
+    ):
         list(reader)
 
 
@@ -246,3 +256,28 @@ def test_captions_rows_written_to_s3_keep_the_schema(s3_storage: S3Storage) -> N
     with s3_storage.filesystem().open(url, "rb") as handle:
         table = pq.read_table(handle)
     assert table.column("error_reason").to_pylist() == ["r", "r"] and table.num_rows == 2
+
+
+def test_a_sweep_removes_abandoned_temporaries_and_uploads_never_outputs(s3_storage: S3Storage) -> None:
+    options = {**s3_storage.storage_options, "default_block_size": 5 * MiB}
+    fs = s3_storage.filesystem()
+    fs.pipe(s3_storage.url("out", "00000.tar"), b"a committed shard")
+    fs.pipe(s3_storage.url("out", "_tmp", "dead-00001.tar"), b"uploaded, never copied: its writer was killed")
+    # A writer may be at work right now: no young temporary is touched.
+    assert sweep_temporaries(s3_storage.url("out"), older_than_s=3600, storage_options=options) == []
+    assert _keys(s3_storage) == ["out/00000.tar", "out/_tmp/dead-00001.tar"]
+    stalled = TarShardWriter(s3_storage.url("out", "00002.tar"), storage_options=options)
+    try:
+        stalled.add("big", "png", os.urandom(6 * MiB), "t", {})
+        assert len(_multipart_uploads(s3_storage)) == 1
+        # (moto dates every multipart upload 2010-11-10, so its age cannot be shown here.)
+        removed = sweep_temporaries(s3_storage.url("out"), older_than_s=-60, storage_options=options)
+        temp_key = stalled._staged.temp.split("/", 1)[1]
+        assert set(removed) == {
+            f"upload:{s3_storage.bucket}/{temp_key}",
+            s3_storage.url("out", "_tmp", "dead-00001.tar"),
+        }
+        assert _keys(s3_storage) == ["out/00000.tar"] and _multipart_uploads(s3_storage) == []
+    finally:
+        stalled.abort()  # its upload is already gone: aborting still ends cleanly
+    assert _keys(s3_storage) == ["out/00000.tar"]

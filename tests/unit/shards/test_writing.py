@@ -14,6 +14,7 @@ from shared.core.errors import ShardWriteError
 from shared.shards.reading import read_samples
 from shared.shards.rows import CAPTIONS_SCHEMA, COLUMN_NAMES
 from shared.shards.sources import list_shards
+from shared.shards.sweeping import sweep_temporaries
 from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
 from tests.shard_makers import image_bytes
 
@@ -180,3 +181,16 @@ def test_a_row_that_does_not_fit_is_refused_at_add(tmp_path: Path, row: dict[str
         writer.add(_row("ok"))
         writer.commit()
     assert pq.read_table(tmp_path / "a.parquet").column("key").to_pylist() == ["ok"]
+
+
+def test_a_sweep_takes_old_temporaries_and_leaves_young_ones_and_outputs(tmp_path: Path) -> None:
+    write_tar(tmp_path / "00000.tar", 1)
+    old = tmp_path / ".kcap-tmp-0a0a-00001.tar"
+    old.write_bytes(b"left by a killed writer")
+    os.utime(old, (1, 1))
+    young = TarShardWriter(str(tmp_path / "00002.tar"))
+    young.add("a", "png", b"x", "t", {})
+    removed = sweep_temporaries(str(tmp_path), older_than_s=600)
+    assert removed == [str(old)]
+    young.commit()
+    assert _files(tmp_path) == ["00000.tar", "00002.tar"]
