@@ -46,14 +46,35 @@ CAPTIONS_SCHEMA = pa.schema(
 )
 
 
+_NAMES = frozenset(COLUMN_NAMES)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _value_problem(name: str, kind: pa.DataType, value: object) -> str | None:
+    # Checked here in Python, row by row, so that a bad value fails at add() and names its row;
+    # pyarrow converts whole row groups at once later, which is far cheaper than per row.
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        ok = isinstance(value, str)
+    elif pa.types.is_floating(kind):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and _INT32[0] <= value <= _INT32[1]
+    return None if ok else f"{name}={value!r} is not a {kind}"
+
+
 def row_problem(row: dict[str, object]) -> str | None:
-    """Why row does not fit the schema's vocabulary, or None. Types are checked by pyarrow."""
-    unknown = sorted(set(row) - set(COLUMN_NAMES))
-    if unknown:
-        return f"unknown columns {unknown}: the captions schema has {list(COLUMN_NAMES)}"
+    """Why row does not fit the schema, or None."""
+    if not _NAMES.issuperset(row):
+        return f"unknown columns {sorted(set(row) - _NAMES)}: the captions schema has {list(COLUMN_NAMES)}"
     missing = sorted(name for name in REQUIRED if row.get(name) in (None, ""))
     if missing:
         return f"missing required columns {missing}"
     if row["outcome"] not in OUTCOME_VALUES:
         return f"outcome {row['outcome']!r} is not one of {sorted(OUTCOME_VALUES)}"
+    for name, kind, _ in COLUMNS:
+        problem = _value_problem(name, kind, row.get(name))
+        if problem is not None:
+            return problem
     return None

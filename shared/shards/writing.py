@@ -136,7 +136,7 @@ class CaptionsParquetWriter(ShardWriter):
     ) -> None:
         super().__init__(dest_url, storage_options=storage_options)
         self._rows_per_group = rows_per_group
-        self._pending: list[pa.RecordBatch] = []
+        self._pending: list[dict[str, Any]] = []
         try:
             self._writer = pq.ParquetWriter(self._staged.handle, CAPTIONS_SCHEMA)
         except BaseException:
@@ -146,21 +146,16 @@ class CaptionsParquetWriter(ShardWriter):
     def add(self, row: dict[str, Any]) -> None:
         self._check_open()
         problem = row_problem(row)
-        if problem is None:
-            try:
-                batch = pa.RecordBatch.from_pylist([row], schema=CAPTIONS_SCHEMA)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                problem = f"a value does not fit the schema ({exc})"
         if problem is not None:
             raise ShardWriteError(f"cannot add the row for {row.get('key')!r} to {self.url}: {problem}")
-        self._pending.append(batch)
+        self._pending.append(row)
         self.count += 1
         if len(self._pending) >= self._rows_per_group:
             self._flush()
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_batches(self._pending).combine_chunks())
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=CAPTIONS_SCHEMA))
             self._pending = []
 
     def _finish(self) -> None:

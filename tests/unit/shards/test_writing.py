@@ -171,7 +171,11 @@ def test_captions_parquet_has_the_fixed_schema_and_loads_with_datasets(
         (_row("a", colour="red"), r"unknown columns \['colour'\]"),
         (_row("a", outcome="maybe"), "outcome 'maybe' is not one of"),
         ({"key": "a", "outcome": "output"}, r"missing required columns \['member', 'source_shard'\]"),
-        (_row("a", width="wide"), "does not fit the schema"),
+        (_row("a", width="wide"), "width='wide' is not a int32"),
+        (_row("a", width=2**40), r"width=1099511627776 is not a int32"),
+        (_row("a", clip_score="high"), "clip_score='high' is not a double"),
+        (_row("a", clip_score=True), "clip_score=True is not a double"),
+        (_row("a", caption=b"bytes"), "caption=b'bytes' is not a string"),
     ],
 )
 def test_a_row_that_does_not_fit_is_refused_at_add(tmp_path: Path, row: dict[str, object], why: str) -> None:
