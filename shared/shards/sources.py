@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 from typing import Any
 
@@ -54,6 +55,8 @@ def list_shards(pattern: str, *, storage_options: StorageOptions | None = None) 
         plain: list[str] = []
         for each in expanded:
             fs, path = filesystem(each, storage_options)
+            if is_local(fs):
+                path = posixpath.normpath(path)  # `{.,sub}/a.tar` names ./a.tar: the same file as a.tar
             if _GLOB_CHARS.search(path):
                 fs.invalidate_cache()
                 matched = fs.glob(path, detail=True)

@@ -90,7 +90,8 @@ class ShardWriter:
 class TarShardWriter(ShardWriter):
     """A WebDataset shard: `{key}.{image_ext}`, `{key}.txt` and `{key}.json` per sample, in
     webdataset's TarWriter layout (members sorted by extension, mode 0444). PAX headers hold
-    keys longer than ustar allows. Streams: one sample's members at a time go to the file."""
+    keys longer than ustar allows. Streams: one sample's members at a time go to the file (on an
+    object store, s3fs holds one upload part, its block size, before sending it)."""
 
     def __init__(self, dest_url: str, *, storage_options: StorageOptions | None = None) -> None:
         super().__init__(dest_url, storage_options=storage_options)

@@ -281,3 +281,19 @@ def test_a_sweep_removes_abandoned_temporaries_and_uploads_never_outputs(s3_stor
     finally:
         stalled.abort()  # its upload is already gone: aborting still ends cleanly
     assert _keys(s3_storage) == ["out/00000.tar"]
+
+
+def test_a_child_process_finds_the_store_through_the_aws_environment_alone(s3_storage: S3Storage) -> None:
+    # How workers on other hosts are configured: no storage options, only the usual variables.
+    s3_storage.filesystem().pipe(s3_storage.url("in", "00000.tar"), b"not read here")
+    code = "import sys; from shared.shards.sources import list_shards; print(list_shards(sys.argv[1])[0].url)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, s3_storage.url("in")],
+        env={**env, **s3_storage.env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == s3_storage.url("in", "00000.tar")

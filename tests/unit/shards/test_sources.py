@@ -48,6 +48,8 @@ def test_a_glob_a_brace_range_and_one_file(shards: Path) -> None:
 def test_colliding_stems_are_named_by_their_path_below_the_pattern(shards: Path) -> None:
     refs = list_shards(f"{shards}/**/00000.tar")
     assert sorted(r.name for r in refs) == ["00000", "sub__00000"]
+    refs = list_shards(f"{shards}/{{.,sub}}/00000.tar")
+    assert [r.name for r in refs] == ["00000", "sub__00000"]
 
 
 def test_shard_refs_round_trip_as_json_values(shards: Path) -> None:
