@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.shards.reading import count_samples
-from tests.shard_makers import image_bytes, image_samples, only_ref, raw_tar, read_all, wds_tar
+from shared.core.errors import ShardSourceError
+from shared.shards.reading import count_samples, read_samples
+from tests.shard_makers import (
+    MAX_IMAGE_BYTES,
+    image_bytes,
+    image_samples,
+    only_ref,
+    raw_tar,
+    read_all,
+    wds_tar,
+)
 
 
 def test_a_webdataset_shard_reads_back_sample_by_sample(tmp_path: Path) -> None:
@@ -163,3 +172,12 @@ def test_a_truncation_beyond_the_range_is_not_this_chunks(tmp_path: Path) -> Non
     assert not whole[-1].ok
     assert all(s.ok for s in read_all(tmp_path / "cut" / "a.tar", stop=whole[-1].index))
     assert read_all(tmp_path / "cut" / "a.tar", start=whole[-1].index) == [whole[-1]]
+
+
+def test_a_shard_gone_since_it_was_listed_stops_with_one_sentence(tmp_path: Path) -> None:
+    ref = only_ref(wds_tar(tmp_path / "a.tar", image_samples(1)))
+    (tmp_path / "a.tar").unlink()
+    with pytest.raises(
+        ShardSourceError, match=r"^the shard .*/a\.tar does not exist \(now\): list the shards again$"
+    ):
+        list(read_samples(ref, max_image_bytes=MAX_IMAGE_BYTES))
