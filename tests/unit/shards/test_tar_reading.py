@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
@@ -181,3 +182,14 @@ def test_a_shard_gone_since_it_was_listed_stops_with_one_sentence(tmp_path: Path
         ShardSourceError, match=r"^the shard .*/a\.tar does not exist \(now\): list the shards again$"
     ):
         list(read_samples(ref, max_image_bytes=MAX_IMAGE_BYTES))
+
+
+def test_a_cut_gzipped_tar_is_one_error_sample_too(tmp_path: Path) -> None:
+    made = [{"__key__": f"k{i}", "png": os.urandom(50_000)} for i in range(4)]  # incompressible
+    data = wds_tar(tmp_path / "whole.tar.gz", made, compress=True).read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "a.tar.gz").write_bytes(data[: len(data) // 2])
+    samples = read_all(tmp_path / "cut" / "a.tar.gz")
+    assert [s.image for s in samples[:-1]] == [m["png"] for m in made[: len(samples) - 1]]
+    assert 1 <= len(samples) - 1 < 4 and samples[-1].key.startswith("_truncated_after_")
+    assert "EOFError" in samples[-1].error
