@@ -42,3 +42,11 @@ class WorkerDiedError(KcapError):
 class FolderInUseError(KcapError):
     """Another kcap holds this folder's lock (shared.core.folder_lock): a second `kcap up`,
     `kcap run` or route worker on it would file every result twice."""
+
+
+class ShardSourceError(KcapError):
+    """Input shards cannot be listed or opened: nothing matches, or the store cannot be reached."""
+
+
+class ShardWriteError(KcapError):
+    """An output shard cannot be written as asked (a key or column it cannot hold, a closed writer)."""
