@@ -458,7 +458,7 @@ def test_storage_roles_run_the_slim_image_and_workers_the_gpu_one() -> None:
     assert {"storage", "gpu"} <= set(stages)
     storage_code = [line for line in stages["storage"] if not line.lstrip().startswith("#")]
     assert not [line for line in storage_code if "torch" in line or "[models]" in line], storage_code
-    assert any('uv pip install "/tmp/kcap-src[models]"' in line for line in stages["gpu"])
+    assert any('uv pip install "/tmp/kcap-src[models,s3]"' in line for line in stages["gpu"])
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
         role = _as_argv(service.get("command"))[:1]
