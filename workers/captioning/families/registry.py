@@ -26,7 +26,7 @@ _MODULES: tuple[ModuleType, ...] = (kosmos2, florence2, qwen_vl, llava, idefics3
 # model_type -> the module holding its adapter.
 _BY_MODEL_TYPE: dict[str, ModuleType] = {t: m for m in _MODULES for t in m.MODEL_TYPES}
 # The pip extra that brings each importable package a family needs.
-_EXTRAS: dict[str, str] = {"torchvision": "vlm"}
+_EXTRAS: dict[str, str] = {"num2words": "models"}
 
 
 def supported() -> dict[str, str]:
