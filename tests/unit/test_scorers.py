@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shared.core.errors import ConfigError
-from workers.captioning.scorer import Scorer
+from workers.captioning.scorers.clip import Scorer
 from workers.captioning.scorers.registry import load_scorer
 from workers.captioning.scorers.siglip import SiglipScorer
 from workers.tiny.families import CAPTIONERS, SCORERS
