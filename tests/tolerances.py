@@ -76,7 +76,7 @@ def float64_error(roundings: int, *, magnitude: float) -> float:
 
 
 def score_spreads(scorer: Any, *, slices: int, chunks: int) -> dict[str, float]:
-    """How far two computations of each of a scorer's numbers (workers.captioning.scorer.Score)
+    """How far two computations of each of a scorer's numbers (workers.captioning.scorers.clip.Score)
     for one caption can differ. Each is a factor times a mean of cosines: the mean adds a
     rounding per term and the factor one more, to the towers' chain. SigLIP's sigmoid
     statistic is a mean over chunks of sigmoid(scale x cosine + bias): sigmoid's slope is at

@@ -47,8 +47,8 @@ import torch  # noqa: E402
 from shared.core.prompts import PRESETS  # noqa: E402
 from tests.benchmarks import harness  # noqa: E402
 from tests.benchmarks.bench_stream import run_pool_workload  # noqa: E402
-from workers.captioning.captioner import Captioner  # noqa: E402
-from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows  # noqa: E402
+from workers.captioning.families.kosmos2.captioner import Captioner  # noqa: E402
+from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows  # noqa: E402
 from workers.tiny.images import tiny_images  # noqa: E402
 from workers.tiny.kosmos2 import build_kosmos2  # noqa: E402
 

@@ -195,7 +195,7 @@ def run_pool_workload(workdir: Path, *, images: int, new_tokens: int, threads: i
     """The deep grounded model (overhead-bound, captions of varied length), its generate
     reference at batch 64, then the rows above; a markdown table and the mismatch count."""
     from shared.core.prompts import PRESETS
-    from workers.captioning.captioner import Captioner
+    from workers.captioning.families.kosmos2.captioner import Captioner
     from workers.tiny.images import tiny_images
     from workers.tiny.kosmos2 import build_kosmos2
 

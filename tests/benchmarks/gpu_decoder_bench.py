@@ -32,8 +32,8 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from shared.core.prompts import PRESETS  # noqa: E402
-from workers.captioning.captioner import Captioner  # noqa: E402
-from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs  # noqa: E402
+from workers.captioning.families.kosmos2.captioner import Captioner  # noqa: E402
+from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs  # noqa: E402
 from workers.tiny.images import tiny_images  # noqa: E402
 from workers.tiny.kosmos2 import build_kosmos2  # noqa: E402
 

@@ -28,6 +28,12 @@ PAIRS = [
     pytest.param("idefics3", "clip", marks=pytest.mark.slow),
     pytest.param("blip-2", "siglip2", marks=pytest.mark.slow),
     pytest.param("kosmos-2", "siglip", marks=pytest.mark.slow),
+    # The processors that also take video, loaded without it (no torchvision here).
+    pytest.param("qwen2-vl", "clip", marks=pytest.mark.slow),
+    pytest.param("qwen2.5-vl", "siglip", marks=pytest.mark.slow),
+    pytest.param("qwen3-vl", "siglip2", marks=pytest.mark.slow),
+    pytest.param("smolvlm", "siglip2", marks=pytest.mark.slow),
+    pytest.param("llava-onevision", "clip", marks=pytest.mark.slow),
 ]
 # What each caption family's "detailed" preset is sent as.
 DETAILED = {
@@ -36,6 +42,10 @@ DETAILED = {
     "idefics3": "Give a detailed description of this image",
     "kosmos-2": "Give a detailed description of this image",
     "blip-2": "Question: Describe this image in detail.",
+    **dict.fromkeys(
+        ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "smolvlm", "llava-onevision"),
+        "Give a detailed description of this image",
+    ),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 def small_gpu_step(monkeypatch: pytest.MonkeyPatch, *, max_rows: int) -> None:
     """Make the static decoder's step raise CUDA's out-of-memory error whenever it runs more
     than max_rows rows, as a step over too many slots would on a small GPU."""
-    from workers.captioning import kosmos2_decoder
+    from workers.captioning.families.kosmos2 import kosmos2_decoder
 
     real_step = kosmos2_decoder.Kosmos2DecodeStep
 

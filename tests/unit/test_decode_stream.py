@@ -24,9 +24,9 @@ from shared.core.prompts import PRESETS
 from shared.core.settings import Settings
 from tests.tolerances import score_spreads
 from tests.unit.small_gpu import small_gpu_step
-from workers.captioning.captioner import Caption
 from workers.captioning.decode_stream import DecodeStream
 from workers.captioning.engine import Captioned, Engine, Prepared
+from workers.captioning.families.kosmos2.captioner import Caption
 from workers.tiny.images import tiny_images
 from workers.tiny.kosmos2 import build_kosmos2
 

@@ -11,7 +11,7 @@ from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.core.decoding import Decoder
 from shared.core.errors import ConfigError
 from shared.core.settings import Settings
-from workers.captioning.decoder_choice import choose_decoder, plain_generation_issues
+from workers.captioning.families.kosmos2.decoder_choice import choose_decoder, plain_generation_issues
 
 
 @pytest.fixture(scope="module")

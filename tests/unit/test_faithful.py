@@ -22,7 +22,7 @@ from tests.integration.helpers import image_bytes, job_for
 from tests.tolerances import float32_spread, score_spreads
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Engine
-from workers.captioning.scorer import Scorer, original_slices
+from workers.captioning.scorers.clip import Scorer, original_slices
 from workers.captioning.task import caption_job
 from workers.routing.router import Router
 from workers.tiny.images import tiny_images

@@ -103,34 +103,84 @@ def test_a_family_whose_extra_is_missing_fails_with_the_pip_line(monkeypatch: py
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name: None if name == "torchvision" else real(name)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "num2words" else real(name))
+    with pytest.raises(ConfigError, match=r"needs num2words.*pip install 'kcap\[models\]'"):
+        check_family("smolvlm", source="HuggingFaceTB/SmolVLM2-2.2B-Instruct")
+
+
+# The families whose processor also takes video: loaded without it, so without torchvision.
+VIDEO_FAMILIES = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "smolvlm", "llava-onevision")
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_a_processor_that_also_takes_video_loads_without_its_video_part(
+    family: str, checkpoints: dict[str, Path]
+) -> None:
+    import transformers
+
+    adapter = _load(checkpoints[family])
+    processor = adapter.processor  # type: ignore[attr-defined]
+    # The family's own processor class (its token expansion and chat template), less the
+    # video processor: the part that needs torchvision.
+    real = getattr(transformers, type(processor).__name__)
+    assert isinstance(processor, real)
+    assert "video_processor" in real.get_attributes()
+    assert "video_processor" not in type(processor).get_attributes()
+    assert type(processor.image_processor).__name__.endswith("ImageProcessorPil")
+
+
+def test_a_checkpoint_saved_with_its_video_processor_loads_without_it(
+    checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """transformers 5 on a host with torchvision saves every part into processor_config.json,
+    the video processor's settings among them: they are read past, not loaded."""
+    import json
+    import shutil
+
+    folder = tmp_path / "qwen2.5-vl-saved-with-video"
+    shutil.copytree(checkpoints["qwen2.5-vl"], folder)
+    images = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").unlink()
+    video = {"video_processor_type": "Qwen2VLVideoProcessor", "patch_size": 8, "merge_size": 2}
+    config = {"processor_class": "Qwen2_5_VLProcessor", "image_processor": images, "video_processor": video}
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(video))
+
+    adapter = _load(folder)
+    assert adapter.processor.image_processor.patch_size == 8  # type: ignore[attr-defined]
+    assert _caption(adapter, tiny_images(2, seed=4)) == _caption(
+        _load(checkpoints["qwen2.5-vl"]), tiny_images(2, seed=4)
     )
-    with pytest.raises(ConfigError, match=r"needs torchvision.*pip install 'kcap\[vlm\]'"):
-        check_family("qwen2_5_vl", source="Qwen/Qwen2.5-VL-3B-Instruct")
 
 
-def test_the_image_token_cap_shrinks_a_big_photo_for_tiling_families(checkpoints: dict[str, Path]) -> None:
-    from workers.tiny.idefics3 import IMAGE_SEQ_LEN
-
-    roomy = _load(checkpoints["idefics3"])
-    capped = _load(checkpoints["idefics3"], max_image_tokens=IMAGE_SEQ_LEN * 2)
+# OneVision's cap counts its hub crop (384 px for 729 tokens): at the tiny model's 32 px crops
+# only a cap of a few tokens shrinks the 256 x 192 photo enough to pick a smaller grid.
+@pytest.mark.parametrize(
+    ("family", "token", "cap"), [("qwen2.5-vl", "<|image_pad|>", 16), ("llava-onevision", "<image>", 4)]
+)
+def test_the_image_token_cap_shrinks_a_big_photo_for_dynamic_resolution_families(
+    family: str, token: str, cap: int, checkpoints: dict[str, Path]
+) -> None:
+    roomy = _load(checkpoints[family])
+    capped = _load(checkpoints[family], max_image_tokens=cap)
     photo = tiny_images(1, seed=3, size=(256, 192))[0]
 
     def tokens(adapter: CaptionAdapter) -> int:
+        processor = adapter.processor  # type: ignore[attr-defined]
         text = adapter._chat_text(DEFAULT_PROMPT)  # type: ignore[attr-defined]
-        encoded = adapter.processor(text=[text], images=[[adapter.preprocess(photo)]], return_tensors="pt")  # type: ignore[attr-defined]
-        return int(
-            (encoded["input_ids"] == adapter.processor.tokenizer.convert_tokens_to_ids("<image>")).sum()
-        )  # type: ignore[attr-defined]
+        encoded = processor(text=[text], images=[adapter.preprocess(photo)], return_tensors="pt")
+        return int((encoded["input_ids"] == processor.tokenizer.convert_tokens_to_ids(token)).sum())
 
-    assert tokens(capped) <= IMAGE_SEQ_LEN * 2 < tokens(roomy)
+    if family == "qwen2.5-vl":
+        assert tokens(capped) <= cap < tokens(roomy)
+    else:  # approximate for OneVision (its grid sets the crops), yet fewer
+        assert tokens(capped) < tokens(roomy)
 
 
 @pytest.mark.parametrize(("processor_class", "patch"), [("Qwen2VLImageProcessorPil", 14)])
 def test_the_image_token_cap_bounds_a_24_mp_photo_for_qwen_vl(processor_class: str, patch: int) -> None:
-    """Qwen-VL's processor needs torchvision only for its video half: its image processor, the
-    part the cap sets, is checked here as the real class (the model is not needed)."""
+    """At the hub checkpoints' patch size and bounds, on the real image processor (the part the
+    cap sets; the model is not needed)."""
     import transformers
     from PIL import Image
 

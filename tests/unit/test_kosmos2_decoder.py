@@ -14,8 +14,8 @@ import torch
 
 from shared.core.prompts import PRESETS
 from tests.unit.small_gpu import small_gpu_step
-from workers.captioning.captioner import Caption, Captioner
-from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
+from workers.captioning.families.kosmos2.captioner import Caption, Captioner
+from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.tiny.images import tiny_images
 from workers.tiny.kosmos2 import build_kosmos2
 
@@ -137,7 +137,7 @@ def test_the_default_slots_fit_the_full_model_in_6_gb_in_bf16() -> None:
     from transformers import Kosmos2ForConditionalGeneration
 
     from shared.core.settings import Settings
-    from workers.captioning.kv_cache import kv_cache_bytes
+    from workers.captioning.families.kosmos2.kv_cache import kv_cache_bytes
     from workers.tiny.kosmos2 import KOSMOS2_PRESETS, kosmos2_config
 
     full = KOSMOS2_PRESETS["full"]

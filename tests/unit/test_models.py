@@ -15,9 +15,9 @@ from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes, job_for
 from tests.tolerances import score_spreads
-from workers.captioning.captioner import Captioner
 from workers.captioning.engine import Captioned, Engine, Prepared
-from workers.captioning.scorer import Scorer, chunk_caption
+from workers.captioning.families.kosmos2.captioner import Captioner
+from workers.captioning.scorers.clip import Scorer, chunk_caption
 from workers.tiny.images import tiny_images
 
 CPU = torch.device("cpu")

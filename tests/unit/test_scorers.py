@@ -9,7 +9,7 @@ import torch
 
 from shared.core.errors import ConfigError
 from tests.tolerances import score_spreads
-from workers.captioning.scorer import Scorer
+from workers.captioning.scorers.clip import Scorer
 from workers.captioning.scorers.registry import load_scorer
 from workers.captioning.scorers.siglip import SiglipScorer
 from workers.tiny.families import CAPTIONERS, SCORERS

@@ -38,7 +38,7 @@ from shared.core.messages import CaptionOptions
 from workers.captioning.batcher import KeyedQueue, Pending, resolve_batch
 from workers.captioning.device import is_out_of_memory
 from workers.captioning.engine import Captioned, Engine, Prepared, Streamed
-from workers.captioning.kosmos2_decoder import SlotRow
+from workers.captioning.families.kosmos2.kosmos2_decoder import SlotRow
 
 log = logging.getLogger(__name__)
 

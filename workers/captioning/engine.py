@@ -18,18 +18,18 @@ import torch
 from shared.core.decoding import Decoder
 from shared.core.messages import CaptionOptions, Entity, Job
 from shared.core.settings import Settings
-from workers.captioning.captioner import Caption, Captioner, with_pixel_boxes
 from workers.captioning.decode import load_image, open_image, upright_size
 from workers.captioning.device import is_out_of_memory, pick_device, pick_dtype
 from workers.captioning.families.base import CaptionAdapter
+from workers.captioning.families.kosmos2.captioner import Caption, Captioner, with_pixel_boxes
+from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.families.registry import load_for_settings
 from workers.captioning.fast_decode import FAST_DECODE_SHORT_SIDE, draft_to_short_side, reduce_to_short_side
-from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
 from workers.captioning.presize import presize
-from workers.captioning.scorer import Score
 from workers.captioning.scorers.base import ScorerAdapter
+from workers.captioning.scorers.clip import Score
 from workers.captioning.scorers.registry import load_scorer as load_family_scorer
 from workers.captioning.text_cleanup import clean_caption
 

@@ -64,11 +64,15 @@ def load_model(
     what: str,
     device: torch.device,
     dtype: torch.dtype,
+    processor_loader: Callable[..., Any] | None = None,
 ) -> tuple[Any, Any]:
-    """(processor, model) from one source: SDPA attention asked for, on the device, in eval mode."""
+    """(processor, model) from one source: SDPA attention asked for, on the device, in eval mode.
+
+    processor_loader: a family's own processor class's from_pretrained (AutoProcessor's else)."""
     from transformers import AutoProcessor
 
-    processor = load_pretrained(AutoProcessor.from_pretrained, source, flag=flag, what=what)
+    processor_loader = processor_loader or AutoProcessor.from_pretrained
+    processor = load_pretrained(processor_loader, source, flag=flag, what=what)
     model = load_pretrained(
         model_loader, source, flag=flag, what=what, dtype=dtype, attn_implementation="sdpa"
     )
@@ -83,7 +87,13 @@ def config_model_type(source: str, *, flag: str, what: str) -> str:
     return str(config.get("model_type", ""))
 
 
-def load_caption_model(source: str, *, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+def load_caption_model(
+    source: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    processor_loader: Callable[..., Any] | None = None,
+) -> tuple[Any, Any]:
     """(processor, model) of an image-to-text checkpoint given as --caption-model."""
     from transformers import AutoModelForImageTextToText
 
@@ -94,4 +104,5 @@ def load_caption_model(source: str, *, device: torch.device, dtype: torch.dtype)
         what="caption model",
         device=device,
         dtype=dtype,
+        processor_loader=processor_loader,
     )

@@ -9,18 +9,23 @@ from typing import Final
 from workers.tiny.blip2 import build_blip2
 from workers.tiny.clip import build_clip
 from workers.tiny.florence2 import build_florence2
-from workers.tiny.idefics3 import build_idefics3
+from workers.tiny.idefics3 import build_idefics3, build_smolvlm
 from workers.tiny.kosmos2 import build_kosmos2
-from workers.tiny.llava import build_llava
+from workers.tiny.llava import build_llava, build_llava_onevision
+from workers.tiny.qwen_vl import build_qwen2_5_vl, build_qwen2_vl, build_qwen3_vl
 from workers.tiny.siglip import build_siglip, build_siglip2
 
-# Qwen2.5-VL / Qwen3-VL, SmolVLM and LLaVA-OneVision are not here: their processors hold a
-# video processor, which needs torchvision, and no CPU build of it lies on this disk.
+# Keyed by the family name the caption adapter reports (the record's caption_family).
 CAPTIONERS: Final[dict[str, Callable[[Path], Path]]] = {
     "kosmos-2": build_kosmos2,
     "florence-2": build_florence2,
+    "qwen2-vl": build_qwen2_vl,
+    "qwen2.5-vl": build_qwen2_5_vl,
+    "qwen3-vl": build_qwen3_vl,
     "llava": build_llava,
+    "llava-onevision": build_llava_onevision,
     "idefics3": build_idefics3,
+    "smolvlm": build_smolvlm,
     "blip-2": build_blip2,
 }
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from shared.core.decoding import Decoder
 from shared.core.prompts import PRESETS
-from workers.captioning.captioner import Caption
+from workers.captioning.families.kosmos2.captioner import Caption
 from workers.captioning.generation import eos_ids_of, truncated_rows
 
 # Kosmos-2's preset text -> the preset's name, to recognise a preset in a job's prompt.

@@ -26,6 +26,7 @@ from PIL import Image
 
 from shared.core.errors import ConfigError
 from workers.captioning.families.base import GenerateCaptioner, family_prompt
+from workers.captioning.families.image_only import image_only
 from workers.captioning.generation import decoding_kwargs
 from workers.captioning.loading import load_caption_model
 
@@ -53,6 +54,9 @@ class ChatCaptioner(GenerateCaptioner):
     # A longest edge the processor would resize to anyway (tiling families): a bigger photo is
     # shrunk to it here, so a 24 MP photo waits for its batch as a small image. 0: none.
     max_edge = 0
+    # transformers' processor class, for a family whose processor also takes video: it is
+    # loaded without its video part (image_only.py). "": AutoProcessor's choice.
+    processor_class = ""
 
     def __init__(
         self, source: str, *, device: torch.device, dtype: torch.dtype, max_image_tokens: int
@@ -61,7 +65,10 @@ class ChatCaptioner(GenerateCaptioner):
         self.device = device
         self.dtype = dtype
         self.max_image_tokens = max_image_tokens
-        self.processor, self.model = load_caption_model(source, device=device, dtype=dtype)
+        loader = image_only(self.processor_class).from_pretrained if self.processor_class else None
+        self.processor, self.model = load_caption_model(
+            source, device=device, dtype=dtype, processor_loader=loader
+        )
         if not getattr(self.processor, "chat_template", None):
             # Found at start rather than on every job: without it no prompt can be built.
             raise ConfigError(

@@ -3,8 +3,9 @@
 Their processor resizes a photo so its longest edge is at most ``size["longest_edge"]``,
 then cuts it into tiles of ``max_image_size`` (each tile one image's worth of tokens) plus
 a global view. The cap lowers that longest edge so the tiles' tokens stay within
-``--max-image-tokens``. SmolVLM's processor holds a video processor, so it needs
-torchvision (the `vlm` extra); Idefics3's does not.
+``--max-image-tokens``. SmolVLM's processor also holds a video processor, which needs
+torchvision: kcap loads it without it (image_only.py). It needs num2words (for its video
+prompts, yet checked whenever it is made), which the `models` extra brings.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from workers.captioning.families.chat import ChatCaptioner
 
 MODEL_TYPES = ("idefics3", "smolvlm")
 FAMILIES = {"idefics3": "idefics3", "smolvlm": "smolvlm"}
-NEEDS = {"smolvlm": ("torchvision",)}
+NEEDS = {"smolvlm": ("num2words",)}
 
 
 class Idefics3Captioner(ChatCaptioner):
@@ -39,6 +40,7 @@ class Idefics3Captioner(ChatCaptioner):
 
 class SmolVLMCaptioner(Idefics3Captioner):
     family = "smolvlm"
+    processor_class = "SmolVLMProcessor"
 
 
 CLASSES = {"idefics3": Idefics3Captioner, "smolvlm": SmolVLMCaptioner}

@@ -16,8 +16,9 @@ import torch
 
 from shared.core.errors import ConfigError
 from shared.core.settings import Settings
-from workers.captioning.families import blip2, florence2, idefics3, kosmos2, llava, qwen_vl
+from workers.captioning.families import blip2, florence2, idefics3, llava, qwen_vl
 from workers.captioning.families.base import CaptionAdapter
+from workers.captioning.families.kosmos2 import adapter as kosmos2
 from workers.captioning.loading import config_model_type
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ _MODULES: tuple[ModuleType, ...] = (kosmos2, florence2, qwen_vl, llava, idefics3
 # model_type -> the module holding its adapter.
 _BY_MODEL_TYPE: dict[str, ModuleType] = {t: m for m in _MODULES for t in m.MODEL_TYPES}
 # The pip extra that brings each importable package a family needs.
-_EXTRAS: dict[str, str] = {"torchvision": "vlm"}
+_EXTRAS: dict[str, str] = {"num2words": "models"}
 
 
 def supported() -> dict[str, str]:
@@ -100,7 +101,7 @@ def load_for_settings(settings: Settings, *, device: torch.device, dtype: torch.
                 f"--compile supports Kosmos-2 only, not {captioner.family}: run without --compile "
                 f"(KCAP_COMPILE=0)"
             )
-        from workers.captioning.compiling import compile_captioner
+        from workers.captioning.families.kosmos2.compiling import compile_captioner
 
         compile_captioner(captioner, prompt=settings.prompts[0], max_new_tokens=settings.max_new_tokens)
     return captioner

@@ -1,1 +1,1 @@
-"""Scorers by family: CLIP (workers.captioning.scorer), SigLIP and SigLIP 2, chosen by model_type."""
+"""Scorers by family: CLIP (clip.py), SigLIP and SigLIP 2, chosen by model_type."""

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from workers.captioning.scorer import Score
+from workers.captioning.scorers.clip import Score
 
 
 class ScorerAdapter(Protocol):

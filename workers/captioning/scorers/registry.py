@@ -12,8 +12,8 @@ import torch
 from shared.core.errors import ConfigError
 from shared.core.scoring import ScorerFamily
 from workers.captioning.loading import config_model_type
-from workers.captioning.scorer import Scorer
 from workers.captioning.scorers.base import ScorerAdapter
+from workers.captioning.scorers.clip import Scorer
 from workers.captioning.scorers.siglip import SiglipScorer
 
 log = logging.getLogger(__name__)

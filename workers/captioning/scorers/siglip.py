@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from workers.captioning.loading import load_model
-from workers.captioning.scorer import Score, _embedding, chunk_caption
+from workers.captioning.scorers.clip import Score, _embedding, chunk_caption
 
 log = logging.getLogger(__name__)
 

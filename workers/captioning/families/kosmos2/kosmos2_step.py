@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from workers.captioning.kv_cache import StaticKVCache
+from workers.captioning.families.kosmos2.kv_cache import StaticKVCache
 
 
 class Kosmos2DecodeStep(nn.Module):

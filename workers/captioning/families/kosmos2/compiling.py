@@ -23,7 +23,7 @@ from PIL import Image
 
 from shared.core.decoding import Decoder
 from shared.core.errors import ConfigError
-from workers.captioning.decoder_choice import choose_decoder
+from workers.captioning.families.kosmos2.decoder_choice import choose_decoder
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import torch
 from torch.nn import functional
 
 from workers.captioning.device import is_out_of_memory
-from workers.captioning.kosmos2_step import Kosmos2DecodeStep
-from workers.captioning.kv_cache import StaticKVCache
+from workers.captioning.families.kosmos2.kosmos2_step import Kosmos2DecodeStep
+from workers.captioning.families.kosmos2.kv_cache import StaticKVCache
 
 log = logging.getLogger(__name__)
 

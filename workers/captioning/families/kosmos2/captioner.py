@@ -17,9 +17,9 @@ from PIL import Image
 
 from shared.core.decoding import Decoder
 from shared.core.messages import Entity
-from workers.captioning.decoder_choice import choose_decoder
+from workers.captioning.families.kosmos2.decoder_choice import choose_decoder
+from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.generation import decoding_kwargs, eos_ids_of, truncated_rows
-from workers.captioning.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.loading import load_caption_model
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.captioning.captioner import Captioner
+from workers.captioning.families.kosmos2.captioner import Captioner
 
 MODEL_TYPES = ("kosmos-2",)
 FAMILIES = {"kosmos-2": "kosmos-2"}
