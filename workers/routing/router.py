@@ -9,6 +9,7 @@ finds its own record and stops; a half-finished one is completed. Moving the inp
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import socket
@@ -24,10 +25,14 @@ from shared.core.naming import (
     Placement,
     candidate_error_placements,
     candidate_placements,
+    error_dir_for,
     inside,
+    is_utf8,
+    last_resort_error_placement,
     links_outside,
     safe_relpath,
     sha256_file,
+    shown,
     sidecar_name_refusal,
     stem_of,
 )
@@ -48,6 +53,18 @@ _PLACING_STRIPES = 256
 # A decode failure of a file that was still being written is not a bad image: such results
 # wait until the input has been still this long, then are filed, or dropped if it changed.
 UNSETTLED_ERROR_CLASSES = frozenset({"BadImageError"})
+
+# Errors that waiting does not mend: the file system refuses the name or the path itself (too
+# long, bytes or characters it does not take, a file where a folder must go). Such a result
+# is filed as an error at once; any other OSError (a full disk, a read-only or lost mount)
+# is retried by the route task.
+LASTING_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ELOOP, errno.ENOTDIR, errno.EISDIR}
+)
+
+
+def heals_by_waiting(exc: OSError) -> bool:
+    return exc.errno not in LASTING_ERRNOS
 
 
 class InputNotSettled(Exception):
@@ -109,17 +126,45 @@ class Router:
         )
 
     def route(self, result: Result) -> Routed:
-        """File one result. Raises UnsafePathError for a path that leaves the roots."""
+        """File one result. Raises UnsafePathError for a path that leaves the roots, and
+        OSError for a failure that waiting may mend (the route task retries it).
+
+        A name or path that the destination refuses for good is filed as an error with the
+        reason; an error that cannot be filed under its own name goes to the errors root
+        under its job id (naming.last_resort_error_placement). Neither is ever retried.
+        """
         if result.ok and (refusal := self._sidecar_refusal(result)):
             # The producer refuses such names; a result from elsewhere is held to the same rule.
             result = dataclasses.replace(result, ok=False, error_reason=refusal, error_class="Refused")
+        while True:  # at most twice: as it is, then as an error
+            try:
+                return self._file(result)
+            except OSError as exc:
+                if heals_by_waiting(exc):
+                    raise
+                failure = exc
+            if self.outcome_for(result) == ERRORS:
+                break
+            result = _cannot_file(result, failure)
+        log.error(
+            "job %s: cannot file %s as an error under its own name (%s); filing it under its job id",
+            result.job_id,
+            shown(result.rel_path),
+            failure,
+        )
+        return self._file(result, last_resort=True)
+
+    def _file(self, result: Result, *, last_resort: bool = False) -> Routed:
         rel = safe_relpath(result.rel_path)
         source = inside(self.input_dir, result.rel_path)
-        outcome = self.outcome_for(result)
+        outcome = ERRORS if last_resort else self.outcome_for(result)
         if outcome == ERRORS and result.error_class in UNSETTLED_ERROR_CLASSES:
             self._require_settled(source, result)
         dest_dir = self._dest_dir(outcome, rel)
-        if outcome == ERRORS:
+        if last_resort:
+            dest_dir = self.roots[ERRORS]
+            candidates = [last_resort_error_placement(dest_dir, rel.name, result.job_id)]
+        elif outcome == ERRORS:
             candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
         else:
             candidates = candidate_placements(
@@ -167,7 +212,8 @@ class Router:
         root = self.roots[outcome]
         if rel.parent == PurePosixPath("."):
             return root
-        return inside(root, str(rel.parent / "x")).parent
+        folder = inside(root, str(rel.parent / "x")).parent
+        return error_dir_for(root, rel.parent) if outcome == ERRORS else folder
 
     def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
         """The first placement that is ours or free, with its record when ours is finished."""
@@ -200,13 +246,9 @@ class Router:
         """
         if target.exists() and self._is_same_content(target, result):
             return True, {}  # a crash after the copy: the image is already in place
-        if self._links_outside(source):
-            if outcome == ERRORS:
-                return True, {}  # a refused link: the reason is recorded, the link is left alone
-            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
-            return False, {}
         try:
-            reader = source.open("rb")
+            links_out = self._links_outside(source)
+            reader = None if links_out else source.open("rb")
         except OSError as exc:
             if outcome == ERRORS:
                 return True, {}  # the reason is recorded even though the input cannot be read
@@ -216,6 +258,11 @@ class Router:
                 result.rel_path,
                 exc,
             )
+            return False, {}
+        if reader is None:
+            if outcome == ERRORS:
+                return True, {}  # a refused link: the reason is recorded, the link is left alone
+            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
             return False, {}
         with reader:
             before = _stat_of(os.fstat(reader.fileno()))
@@ -242,6 +289,8 @@ class Router:
                 os.unlink(source)  # move mode: the verified copy and its record are on disk
         except FileNotFoundError:
             pass
+        except OSError as exc:  # filed all the same; the input stays where it is
+            log.warning("job %s: filed, but its input stays in place: %s", result.job_id, exc)
 
     # -- records -------------------------------------------------------------
     def _final_text(self, result: Result) -> str:
@@ -272,6 +321,17 @@ class Router:
         if outcome not in self.metadata:
             return
         root = self.roots[outcome]
+        if not is_utf8(placement.image.name):
+            # JSON readers outside Python (pyarrow, so Hugging Face datasets) refuse a name
+            # that is not UTF-8, and one such line would stop them reading the whole file.
+            log.warning(
+                "job %s: %s is not a UTF-8 name, so it has no line in %s (its record holds its caption)",
+                result.job_id,
+                shown(placement.image.name),
+                self.metadata[outcome].path,
+            )
+            return
+
         self.metadata[outcome].ensure(
             result.job_id,
             {
@@ -335,6 +395,17 @@ class Router:
             "router": self.host,
             "time": time.time(),
         }
+
+
+def _cannot_file(result: Result, exc: OSError) -> Result:
+    """A result whose name or path the destination refuses for good, as an error."""
+    reason = (
+        f"the destination refuses its name or path ({exc.strerror or exc}: "
+        f"{shown(str(exc.filename or result.rel_path))}); rename it, or move it to a shallower "
+        "folder, and drop it in again"
+    )
+    log.error("job %s (%s): %s; filing it as an error", result.job_id, shown(result.rel_path), reason)
+    return dataclasses.replace(result, ok=False, error_reason=reason, error_class="CannotFile")
 
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
