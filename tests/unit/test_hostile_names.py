@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -134,3 +135,89 @@ def test_the_sweep_takes_abandoned_temp_files_only(tmp_path: Path) -> None:
     removed = sweep_leftovers([out, None, tmp_path / "missing"], older_than_s=600)
     assert sorted(removed) == sorted(abandoned)
     assert in_progress.exists() and all(path.exists() for path in users)
+
+
+# -- every legal name (issue 19) -------------------------------------------------------------
+
+
+def test_a_name_that_is_not_utf8_has_a_job_id_and_utf8_names_keep_theirs() -> None:
+    name = os.fsdecode(b"caf\xe9.png")  # as os.walk gives it: a lone surrogate for \xe9
+    assert len(job_id_for(name, "h")) == 32 and job_id_for(name, "h") != job_id_for("café.png", "h")
+    # The id of a UTF-8 name is what it always was, so a restart over a done backlog skips it.
+    assert job_id_for("café.png", "h") == hashlib.sha256("café.png\0h".encode()).hexdigest()[:32]
+
+
+def test_a_name_that_is_not_utf8_is_filed_under_its_very_bytes(settings: Settings) -> None:
+    assert settings.input_dir is not None and settings.output_dir is not None
+    raw = b"caf\xe9 \xff.png"
+    (settings.input_dir.joinpath(os.fsdecode(raw))).write_bytes(b"png bytes")
+    result = _result(os.fsdecode(raw), b"png bytes", ok=True, caption="a cat", score=30.0)
+    # Through JSON as Celery sends it, and back: the name survives byte for byte.
+    sent = Result.decode(json.dumps(result.to_dict()))
+    assert sent == result and Result.decode(result.encode().encode("utf-8")) == result
+    routed = Router(settings).route(sent)
+    assert routed.outcome == "output"
+    out = os.fsencode(settings.output_dir)
+    assert sorted(os.listdir(out)) == [b"caf\xe9 \xff.json", b"caf\xe9 \xff.png", b"caf\xe9 \xff.txt"]
+    assert (settings.output_dir / os.fsdecode(raw)).read_bytes() == b"png bytes"
+    record = json.loads((settings.output_dir / os.fsdecode(b"caf\xe9 \xff.json")).read_bytes())
+    assert record["source"] == os.fsdecode(raw)  # UTF-8 on disk, the name back exactly
+    # No metadata.jsonl line: readers outside Python refuse such a name (and the whole file).
+    assert not (settings.output_dir / "metadata.jsonl").exists()
+
+
+def test_a_backslash_in_a_name_is_filed(settings: Settings) -> None:
+    assert settings.input_dir is not None and settings.output_dir is not None
+    (settings.input_dir / "a\\..\\b.png").write_bytes(b"png bytes")
+    routed = Router(settings).route(_result("a\\..\\b.png", b"png bytes", ok=True, caption="a", score=30.0))
+    assert routed.outcome == "output" and (settings.output_dir / "a\\..\\b.png").read_bytes() == b"png bytes"
+
+
+def test_temp_names_do_not_grow_with_the_name(tmp_path: Path) -> None:
+    target = tmp_path / ("x" * 251 + ".png")  # NAME_MAX exactly
+    atomic_copy(io.BytesIO(b"bytes"), target)
+    assert target.read_bytes() == b"bytes" and os.listdir(tmp_path) == [target.name]
+
+
+@pytest.mark.parametrize("stem_bytes", [196, 246, 251])
+def test_long_names_are_filed_with_every_sidecar_and_collision_within_name_max(
+    settings: Settings, stem_bytes: int
+) -> None:
+    assert settings.input_dir is not None and settings.output_dir is not None
+    router = Router(settings)
+    for name in ("é" * (stem_bytes // 2) + "x" * (stem_bytes % 2) + ".png", "y" * stem_bytes + ".png"):
+        for i in range(3):  # the same name with new bytes: the collision names (+9, +18 bytes)
+            data = f"png {name} {i}".encode()
+            (settings.input_dir / name).write_bytes(data)
+            assert router.route(_result(name, data, ok=True, caption="a", score=30.0)).outcome == "output"
+            bad = _result(name, data, ok=False, error_reason="not an image", error_class="BadImageError")
+            os.utime(settings.input_dir / name, (time.time() - 60, time.time() - 60))
+            assert router.route(bad).outcome == "errors"  # <name>.error.json: +11 bytes
+    for root in (settings.output_dir, settings.errors_dir):
+        assert root is not None
+        names = os.listdir(root)
+        assert all(len(os.fsencode(n)) <= 255 for n in names)
+        records = [json.loads((root / n).read_text()) for n in names if n.endswith(".json")]
+        assert len(records) == 6  # two names, three contents each, in each root
+        for record in records:  # each cut name's image, caption and record share one stem
+            if "image" in record and record.get("text"):
+                assert (root / record["image"]).is_file()
+                assert (root / (Path(record["image"]).stem + ".txt")).is_file()
+
+
+def test_a_destination_path_over_path_max_files_the_image_as_an_error_at_once(tmp_path: Path) -> None:
+    # The output root is deep enough that the image's path there passes PATH_MAX, though
+    # its input path does not: ENAMETOOLONG, which waiting never mends.
+    deep = tmp_path / "out"
+    while len(os.fsencode(deep)) < 3900:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    settings = Settings(input_dir=tmp_path / "in", output_dir=deep, errors_dir=tmp_path / "errors")
+    name = "sub/" + "p" * 200 + ".png"
+    (tmp_path / "in" / name).write_bytes(b"png bytes")
+    routed = Router(settings).route(_result(name, b"png bytes", ok=True, caption="a", score=30.0))
+    assert routed.outcome == "errors" and routed.newly_placed
+    reason = json.loads((tmp_path / "errors" / f"{name}.error.json").read_text())
+    assert reason["error_class"] == "CannotFile" and "File name too long" in reason["reason"]
+    assert (tmp_path / "errors" / name).read_bytes() == b"png bytes"
