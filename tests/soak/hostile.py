@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import unicodedata
@@ -104,22 +105,36 @@ def name_files(folder: str = "names") -> list[HostileFile]:
 def write_by_descriptor(root: Path, rel: str, data: bytes) -> None:
     """Write root/rel folder by folder through descriptors: no call takes the whole path,
     so it may be deeper than PATH_MAX."""
+    _by_descriptor(root, rel, data)
+
+
+def read_by_descriptor(root: Path, rel: str) -> bytes | None:
+    """root/rel's bytes (None when it is not there), however deep it lies."""
+    try:
+        return _by_descriptor(root, rel, None)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _by_descriptor(root: Path, rel: str, data: bytes | None) -> bytes:
     *folders, name = rel.split("/")
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for folder in folders:
-            try:
-                os.mkdir(folder, dir_fd=fd)
-            except FileExistsError:
-                pass
+            if data is not None:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(folder, dir_fd=fd)
             inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = inner
-        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd)
-        try:
-            os.write(out, data)
-        finally:
-            os.close(out)
+        if data is None:
+            with os.fdopen(os.open(name, os.O_RDONLY, dir_fd=fd), "rb") as reader:
+                return reader.read()
+        with os.fdopen(
+            os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=fd), "wb"
+        ) as writer:
+            writer.write(data)
+        return data
     finally:
         os.close(fd)
 

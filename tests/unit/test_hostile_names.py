@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.scan import find_done
 from shared.core.leftovers import sweep_leftovers
 from shared.core.messages import Result
 from shared.core.naming import job_id_for, sidecar_name_refusal
@@ -221,3 +222,28 @@ def test_a_destination_path_over_path_max_files_the_image_as_an_error_at_once(tm
     reason = json.loads((tmp_path / "errors" / f"{name}.error.json").read_text())
     assert reason["error_class"] == "CannotFile" and "File name too long" in reason["reason"]
     assert (tmp_path / "errors" / name).read_bytes() == b"png bytes"
+
+
+def test_an_error_its_folder_cannot_name_goes_under_its_job_id_and_counts_as_done(tmp_path: Path) -> None:
+    # Output and errors roots so deep that a 200-byte name passes PATH_MAX in both: the
+    # output refuses it, then its own errors name; the job id's name still fits.
+    roots = {}
+    for name in ("out", "errors"):
+        deep = tmp_path / name
+        while len(os.fsencode(deep)) < 3850:
+            deep = deep / ("d" * 100)
+        deep.mkdir(parents=True)
+        roots[name] = deep
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    settings = Settings(input_dir=tmp_path / "in", output_dir=roots["out"], errors_dir=roots["errors"])
+    rel = "sub/" + "p" * 200 + ".png"
+    (tmp_path / "in" / rel).write_bytes(b"png bytes")
+    result = _result(rel, b"png bytes", ok=True, caption="a", score=30.0)
+    routed = Router(settings).route(result)
+    assert routed.outcome == "errors" and routed.placement is not None
+    assert routed.placement.record == roots["errors"] / f"{result.job_id}.png.error.json"
+    record = json.loads(routed.placement.record.read_text())
+    assert record["source"] == rel and "File name too long" in record["reason"]
+    assert (roots["errors"] / f"{result.job_id}.png").read_bytes() == b"png bytes"
+    # The producer sees it done: it is never sent again.
+    assert find_done(settings, rel, result.content_sha256, result.job_id) == routed.placement.record
