@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from producer.scan import find_done
+from shared.core.errors import UnsafePathError
 from shared.core.leftovers import sweep_leftovers
 from shared.core.messages import Result
 from shared.core.naming import job_id_for, sidecar_name_refusal
@@ -247,3 +248,18 @@ def test_an_error_its_folder_cannot_name_goes_under_its_job_id_and_counts_as_don
     assert (roots["errors"] / f"{result.job_id}.png").read_bytes() == b"png bytes"
     # The producer sees it done: it is never sent again.
     assert find_done(settings, rel, result.content_sha256, result.job_id) == routed.placement.record
+
+
+def test_a_result_not_even_the_errors_root_takes_is_refused_for_good_not_retried(tmp_path: Path) -> None:
+    # The errors root is so deep that no name fits in it: waiting mends nothing, so the
+    # route task must get UnsafePathError (set aside), never an OSError (retried for ever).
+    errors = tmp_path / "errors"
+    while len(os.fsencode(errors)) < 4080:  # under PATH_MAX, with no room for a name
+        errors = errors / ("e" * min(200, 4080 - len(os.fsencode(errors)) - 1))
+    errors.mkdir(parents=True)
+    (tmp_path / "in").mkdir()
+    settings = Settings(input_dir=tmp_path / "in", output_dir=tmp_path / "out", errors_dir=errors)
+    (tmp_path / "in" / "bad.png").write_bytes(b"junk")
+    failed = _result("bad.png", b"junk", ok=False, error_reason="not an image", error_class="Refused")
+    with pytest.raises(UnsafePathError, match="cannot be filed anywhere"):
+        Router(settings).route(failed)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shared.core.errors import ConfigError
+from shared.core.errors import ConfigError, UnsafePathError
 from shared.core.messages import Result
 from shared.core.naming import (
     Placement,
@@ -126,8 +126,9 @@ class Router:
         )
 
     def route(self, result: Result) -> Routed:
-        """File one result. Raises UnsafePathError for a path that leaves the roots, and
-        OSError for a failure that waiting may mend (the route task retries it).
+        """File one result. Raises UnsafePathError for a path that leaves the roots (or that
+        not even the errors root takes), and OSError only for a failure that waiting may mend
+        (the route task retries it).
 
         A name or path that the destination refuses for good is filed as an error with the
         reason; an error that cannot be filed under its own name goes to the errors root
@@ -152,7 +153,14 @@ class Router:
             shown(result.rel_path),
             failure,
         )
-        return self._file(result, last_resort=True)
+        try:
+            return self._file(result, last_resort=True)
+        except OSError as exc:
+            if heals_by_waiting(exc):
+                raise
+            # Even the errors root refuses it: a path that can never be placed, which the
+            # route task sets aside (never retries), as it does a path out of the roots.
+            raise UnsafePathError(f"{shown(result.rel_path)!r} cannot be filed anywhere: {exc}") from exc
 
     def _file(self, result: Result, *, last_resort: bool = False) -> Routed:
         rel = safe_relpath(result.rel_path)

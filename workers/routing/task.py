@@ -27,7 +27,7 @@ from shared.core.messages import Result
 from shared.core.metrics import observe_routed
 from shared.core.outcomes import Outcome
 from shared.core.settings import Settings
-from workers.routing.router import InputNotSettled, Routed, Router, heals_by_waiting
+from workers.routing.router import InputNotSettled, Routed, Router
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +152,6 @@ def register_route_task(
     # one-result messages would be: on network storage their fsyncs overlap.
     filing = ThreadPoolExecutor(ROUTE_THREADS, thread_name_prefix="kcap-file")
 
-    def set_aside(result: Result, result_data: dict[str, Any], request: Any, exc: Exception) -> None:
-        log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
-        dead_letters.add(
-            DeadLetter.of(
-                json.dumps([[result_data], {}, {}]),  # set aside as a one-result message
-                queue=str((request.delivery_info or {}).get("routing_key") or settings.route_queue),
-                reason=f"refused path {result.rel_path!r}: {exc}",
-                task=ROUTE_TASK,
-                id=request.id,
-                worker=worker,
-            )
-        )
-
     def file_one(result_data: dict[str, Any], request: Any) -> Later | None:
         """Route one result; what to route again later, or None when it is done with."""
         result = Result.from_dict(result_data)  # GuardedStrategy let through only results
@@ -174,16 +161,21 @@ def register_route_task(
                 result = as_error(result, deaths)
             route_result(result, router, inflight)
         except UnsafePathError as exc:
-            set_aside(result, result_data, request, exc)
+            log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
+            dead_letters.add(
+                DeadLetter.of(
+                    json.dumps([[result_data], {}, {}]),  # set aside as a one-result message
+                    queue=str((request.delivery_info or {}).get("routing_key") or settings.route_queue),
+                    reason=f"refused path {result.rel_path!r}: {exc}",
+                    task=ROUTE_TASK,
+                    id=request.id,
+                    worker=worker,
+                )
+            )
         except InputNotSettled as exc:
             log.info("%s; routing it again in %.1fs", exc, exc.wait_s)
             return Later(result_data, max(0.1, exc.wait_s))
         except OSError as exc:
-            if not heals_by_waiting(exc):
-                # The router files such a result as an error itself; this one even its errors
-                # root refused. Waiting mends nothing: set aside, never retried.
-                set_aside(result, result_data, request, exc)
-                return None
             delay = retry_delay_s(request.retries + 1, visibility_timeout_s=settings.visibility_timeout_s)
             log.error(
                 "job %s: cannot write its files (%s: %s); attempt %d, retrying in %ds; "
