@@ -9,7 +9,6 @@ finds its own record and stops; a half-finished one is completed. Moving the inp
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
 import socket
@@ -41,6 +40,7 @@ from shared.core.records import read_json
 from shared.core.settings import Settings
 from shared.core.thresholds import Thresholds, scorer_family_of
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
+from workers.routing.lasting import cannot_file, heals_by_waiting
 from workers.routing.metadata import MetadataLog
 
 log = logging.getLogger(__name__)
@@ -53,18 +53,6 @@ _PLACING_STRIPES = 256
 # A decode failure of a file that was still being written is not a bad image: such results
 # wait until the input has been still this long, then are filed, or dropped if it changed.
 UNSETTLED_ERROR_CLASSES = frozenset({"BadImageError"})
-
-# Errors that waiting does not mend: the file system refuses the name or the path itself (too
-# long, bytes or characters it does not take, a file where a folder must go). Such a result
-# is filed as an error at once; any other OSError (a full disk, a read-only or lost mount)
-# is retried by the route task.
-LASTING_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ, errno.ELOOP, errno.ENOTDIR, errno.EISDIR}
-)
-
-
-def heals_by_waiting(exc: OSError) -> bool:
-    return exc.errno not in LASTING_ERRNOS
 
 
 class InputNotSettled(Exception):
@@ -146,7 +134,7 @@ class Router:
                 failure = exc
             if self.outcome_for(result) == ERRORS:
                 break
-            result = _cannot_file(result, failure)
+            result = cannot_file(result, failure)
         log.error(
             "job %s: cannot file %s as an error under its own name (%s); filing it under its job id",
             result.job_id,
@@ -403,17 +391,6 @@ class Router:
             "router": self.host,
             "time": time.time(),
         }
-
-
-def _cannot_file(result: Result, exc: OSError) -> Result:
-    """A result whose name or path the destination refuses for good, as an error."""
-    reason = (
-        f"the destination refuses its name or path ({exc.strerror or exc}: "
-        f"{shown(str(exc.filename or result.rel_path))}); rename it, or move it to a shallower "
-        "folder, and drop it in again"
-    )
-    log.error("job %s (%s): %s; filing it as an error", result.job_id, shown(result.rel_path), reason)
-    return dataclasses.replace(result, ok=False, error_reason=reason, error_class="CannotFile")
 
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
