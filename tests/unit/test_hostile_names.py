@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -263,3 +264,26 @@ def test_a_result_not_even_the_errors_root_takes_is_refused_for_good_not_retried
     failed = _result("bad.png", b"junk", ok=False, error_reason="not an image", error_class="Refused")
     with pytest.raises(UnsafePathError, match="cannot be filed anywhere"):
         Router(settings).route(failed)
+
+
+def test_the_live_display_shows_a_name_that_is_not_utf8_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from shared.cli.progress import Progress
+    from shared.core import logs
+
+    # The display takes over the console handler; the test gives it back as it found it.
+    monkeypatch.setattr(logs, "_console", logs._console)
+    monkeypatch.setattr(logging.getLogger(), "handlers", list(logging.getLogger().handlers))
+    terminal = io.BytesIO()
+    # A terminal takes UTF-8 only: a lone surrogate written to it as it is would raise.
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(terminal, encoding="utf-8", errors="strict"))
+    progress = Progress(title="kcap run", log_dir=tmp_path, live=True)
+    try:
+        progress.emit(os.fsdecode(b"caf\xe9.png refused: not an image"))
+    finally:
+        progress.close()
+    sys.stdout.flush()
+    assert b"caf\\xe9.png refused" in terminal.getvalue()
