@@ -11,14 +11,12 @@ from shared.core.errors import UnsafePathError
 from shared.core.imagetypes import looks_like_image
 from shared.core.naming import (
     IMAGE_SUFFIXES,
-    PATH_MAX,
     RECORD_EXT,
     candidate_error_placements,
     candidate_placements,
     error_dir_for,
     is_ignored_name,
     last_resort_error_placement,
-    name_bytes,
     path_too_long,
     plain_stem,
     safe_relpath,
@@ -86,30 +84,31 @@ class InputFilter:
         Folders are walked by descriptor (os.fwalk), so files deeper than PATH_MAX are found
         too; a folder that cannot be listed is named in a warning, never passed over silently.
         """
-        for dirpath, dirnames, filenames, _fd in os.fwalk(
-            start or self.root, onerror=self._unlistable, follow_symlinks=False
-        ):
-            here = Path(dirpath)
-            dirnames[:] = sorted(
-                d for d in dirnames if not is_ignored_name(d) and (here / d) not in self.excluded
-            )
-            if not self.recursive:
-                dirnames[:] = []
-            for name in sorted(filenames):
-                path = here / name
-                if self.relative(path) is not None:
-                    yield path
+        top = start or self.root
+        try:
+            for dirpath, dirnames, filenames, _fd in os.fwalk(
+                top, onerror=self._unlistable, follow_symlinks=False
+            ):
+                here = Path(dirpath)
+                dirnames[:] = sorted(
+                    d for d in dirnames if not is_ignored_name(d) and (here / d) not in self.excluded
+                )
+                if not self.recursive:
+                    dirnames[:] = []
+                for name in sorted(filenames):
+                    path = here / name
+                    if self.relative(path) is not None:
+                        yield path
+        except OSError as exc:  # the folder itself went, or cannot be read: the next scan retries
+            self._unlistable(exc, under=top)
 
-    def _unlistable(self, exc: OSError) -> None:
+    def _unlistable(self, exc: OSError, *, under: Path | None = None) -> None:
+        # os.fwalk names only the folder's own name (it opens it by descriptor).
         folder = shown(str(exc.filename))
         self._warn_once(
             Path(str(exc.filename)),
-            f"cannot list {folder} ({exc.strerror}); the images in it are not captioned"
-            + (
-                f": its path is over {PATH_MAX} bytes (PATH_MAX); move them to a shallower folder"
-                if len(name_bytes(str(exc.filename))) >= PATH_MAX
-                else ""
-            ),
+            f"cannot list the folder {folder} under {shown(str(under or self.root))} ({exc.strerror}); "
+            "the images in it are not captioned until it can be read",
         )
 
 

@@ -178,7 +178,7 @@ def _fit(file_name: str, tail: str, after: list[str]) -> tuple[str, str]:
         stem, suffix = file_name, ""
     room = NAME_MAX - widest(suffix) - len(tail) - _CUT_MARK_BYTES
     cut = stem
-    while len(name_bytes(cut)) > room:
+    while cut and len(name_bytes(cut)) > room:
         cut = cut[:-1]  # by characters: a cut never splits a UTF-8 sequence
     mark = hashlib.sha256(name_bytes(file_name)).hexdigest()[:8]
     return f"{cut}~{mark}{tail}", suffix

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -287,3 +288,15 @@ def test_the_live_display_shows_a_name_that_is_not_utf8_escaped(
         progress.close()
     sys.stdout.flush()
     assert b"caf\\xe9.png refused" in terminal.getvalue()
+
+
+def test_a_walk_of_a_folder_that_is_gone_names_it_in_a_warning_and_raises_nothing(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from producer.scan import InputFilter
+
+    assert settings.input_dir is not None
+    gone = settings.input_dir / "moved away"  # its event came, then it went
+    with caplog.at_level(logging.WARNING, logger="producer.scan"):
+        assert list(InputFilter(settings).walk(gone)) == []
+    assert "cannot list the folder" in caplog.text and "moved away" in caplog.text
