@@ -18,11 +18,24 @@ from shared.core.blobs import INLINE_MAX_BYTES, Blobs
 from shared.core.errors import UnsafePathError
 from shared.core.inflight import InFlight
 from shared.core.messages import Job, Result
-from shared.core.naming import inside, job_id_for, links_outside, sha256_file, sidecar_name_refusal
+from shared.core.naming import (
+    PATH_MAX,
+    inside,
+    job_id_for,
+    links_outside,
+    name_bytes,
+    path_too_long,
+    sha256_file,
+    sidecar_name_refusal,
+)
 from shared.core.publisher import Publisher
 from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class _TooLong(Exception):
+    """A path over PATH_MAX: refused without a look at it."""
 
 
 class Offer(StrEnum):
@@ -64,8 +77,12 @@ class Enqueuer:
         A new claim waits for room under --max-in-flight; with wait=False it is not made
         when there is none (status no_room).
         """
+        mtime = 0.0
         try:
+            if path_too_long(path):
+                raise _TooLong
             stat = os.stat(path)
+            mtime = stat.st_mtime
             if not path.is_symlink() and find_done_by_stat(
                 self.settings, rel_path, stat.st_size, stat.st_mtime_ns
             ):
@@ -81,6 +98,14 @@ class Enqueuer:
         except FileNotFoundError:
             log.info("%s vanished before it was read; nothing to do", rel_path)
             return Enqueued(Offer.VANISHED)
+        except _TooLong:
+            refusal = (
+                f"its path is {len(name_bytes(str(path)))} bytes, over the {PATH_MAX}-byte limit of "
+                "a path (PATH_MAX), so no program can open it by its path; move it to a shallower "
+                "folder and it is captioned"
+            )
+            data = b""
+            sha = _identity_hash(rel_path, path)
         except OSError as exc:
             refusal = f"cannot read the file: {exc}"
             data = b""
@@ -113,7 +138,7 @@ class Enqueuer:
             self.inflight.discard(job_id)
             return Enqueued(Offer.DONE, job_id)
         try:
-            sent = self._send(job_id, rel_path, sha, data, stat.st_mtime if refusal == "" else 0.0, refusal)
+            sent = self._send(job_id, rel_path, sha, data, mtime if refusal == "" else 0.0, refusal)
         except BaseException:
             # Not sent (Redis down): our claim may outlive this attempt in the append-only
             # file, so remember that it is ours and send it when the file comes round again.
@@ -250,4 +275,4 @@ def _identity_hash(rel_path: str, path: Path) -> str:
         token = f"{rel_path}\0{stat.st_size}\0{stat.st_mtime_ns}"
     except OSError:
         token = rel_path
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(name_bytes(token)).hexdigest()

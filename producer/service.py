@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -74,7 +75,9 @@ class Producer:
 
     def _scan_dir(self, folder: Path) -> None:
         """A folder moved or made inside the root brings files that had no events of their own."""
-        if folder.is_dir():  # walk() checks every file against the filter
+        # os.path.isdir: False, never an error, for a folder deeper than PATH_MAX (the walk
+        # from a shallower folder, or the next reconcile, finds what it holds).
+        if os.path.isdir(folder):  # walk() checks every file against the filter
             self.scan(folder)
 
     def _reconcile_if_due(self, due_at: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -49,10 +50,13 @@ class StabilityGate:
         for path, _seen in paths:
             try:
                 stat = os.stat(path)
-            except OSError:
-                log.info("%s vanished before it was read; nothing to do", path)
+            except OSError as exc:
                 with self._lock:
                     self._seen.pop(path, None)
+                if exc.errno == errno.ENAMETOOLONG:
+                    ready.append(path)  # deeper than PATH_MAX: never stat-able, refused as it is
+                else:
+                    log.info("%s vanished before it was read; nothing to do", path)
                 continue
             with self._lock:
                 if path not in self._seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from producer.stability import StabilityGate
+from shared.core.naming import shown
+
+log = logging.getLogger(__name__)
 
 
 class _GateHandler(FileSystemEventHandler):
@@ -30,6 +34,14 @@ class _GateHandler(FileSystemEventHandler):
         self.on_new_dir = on_new_dir
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self._on_event(event)
+        except OSError as exc:
+            # One odd path must not end the observer's thread, and with it every later event;
+            # the reconcile scan still finds what this event was about.
+            log.warning("cannot follow %s (%s); the next scan takes it up", shown(str(event.src_path)), exc)
+
+    def _on_event(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileMovedEvent):
             self.gate.touch(Path(str(event.dest_path)))
         elif isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):

@@ -20,6 +20,7 @@ import redis
 
 from shared.core.inflight import InFlight, Snapshot
 from shared.core.logs import set_console
+from shared.core.naming import shown
 from shared.core.outcomes import Outcome
 
 log = logging.getLogger("kcap.progress")
@@ -102,6 +103,7 @@ class Progress:
 
     def emit(self, line: str) -> None:
         """Print a line (a log record, a child's output) above the panel; thread-safe."""
+        line = shown(line)  # a file name that is not UTF-8, as \xNN: a terminal takes only UTF-8
         if self._live is not None:
             from rich.text import Text
 

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from shared.core.keys import Keys
+from shared.core.records import json_text
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class DeadLetter:
         )
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return json_text(asdict(self))
 
 
 def _readable(head: bytes, *, whole: bool) -> tuple[str, int, str]:

@@ -64,7 +64,11 @@ class InFlight:
 
     @classmethod
     def connect(cls, settings: Settings) -> InFlight:
-        return cls(redis_client(settings.require_broker(), decode_responses=True), settings)
+        # surrogateescape: a path that is not UTF-8 (PEP 383) is kept as its very bytes.
+        client = redis_client(
+            settings.require_broker(), decode_responses=True, encoding_errors="surrogateescape"
+        )
+        return cls(client, settings)
 
     def try_add(self, job_id: str, rel_path: str, *, size: int = 0) -> bool:
         """Claim a job; False when it is already in flight (a duplicate event or a restart)."""

@@ -73,7 +73,9 @@ def log_to_file(path: Path) -> None:
     if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    root.addHandler(_handler(logging.FileHandler(path, encoding="utf-8"), logging.NOTSET))
+    # backslashreplace: a file name that is not UTF-8 is logged with \xNN escapes, not lost.
+    handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
+    root.addHandler(_handler(handler, logging.NOTSET))
 
 
 def set_console(handler: logging.Handler | None = None, *, level: str | int | None = None) -> None:

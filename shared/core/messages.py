@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
 from shared.core.errors import DecodeError
+from shared.core.records import json_text
 from shared.core.scoring import SCORE_METHODS, ScoreMethod
 
 T = TypeVar("T", bound="_Message")
@@ -56,7 +57,7 @@ class _Message:
         return data
 
     def encode(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return json_text(self.to_dict(), separators=(",", ":"))
 
     @classmethod
     def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,11 @@ class Job(_Message):
 
     kind: ClassVar[str] = "job"
     job_id: str
-    rel_path: str  # POSIX path relative to the input root
+    # POSIX path relative to the input root, as Python holds file names (PEP 383): its bytes
+    # decoded as UTF-8, a byte that is not UTF-8 as a lone surrogate U+DC80..U+DCFF. JSON
+    # carries such a surrogate as a \udcNN escape (Celery's JSON and encode() both write
+    # it so), and naming.name_bytes gives the very bytes back.
+    rel_path: str
     content_sha256: str
     size: int
     mtime: float
@@ -208,7 +213,7 @@ class Result(_Message):
 
     kind: ClassVar[str] = "result"
     job_id: str
-    rel_path: str
+    rel_path: str  # as in Job
     content_sha256: str
     ok: bool
     caption: str = ""

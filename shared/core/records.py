@@ -1,10 +1,22 @@
-"""Reading the `.json` records that mark a job as done."""
+"""Reading the `.json` records that mark a job as done, and the JSON text they are written as."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+# A lone surrogate: a byte of a file name that is not UTF-8 (PEP 383), or junk from a message.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(data: Any, **options: Any) -> str:
+    """JSON that always encodes as UTF-8: text as it is, except that a lone surrogate (a name
+    byte that is not UTF-8) is written as its \\udcNN escape, which Python reads back as the
+    same surrogate, so such a name round-trips byte for byte."""
+    text = json.dumps(data, ensure_ascii=False, **options)
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

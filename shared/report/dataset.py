@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from typing import Any
 
 from shared.core.errors import ConfigError
 from shared.core.messages import Entity
-from shared.core.naming import ERROR_EXT, IMAGE_SUFFIXES, RECORD_EXT, TEMP_PREFIX
+from shared.core.naming import ERROR_EXT, IMAGE_SUFFIXES, RECORD_EXT, TEMP_PREFIX, shown
 from shared.core.outcomes import OUTCOMES, Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
@@ -34,7 +35,9 @@ class Row:
     """One routed image, whatever root it landed in."""
 
     root: Outcome
-    path: str  # the image's path relative to its root, with forward slashes
+    # The image's path relative to its root, with forward slashes. Like every text here, shown
+    # for people: a name byte that is not UTF-8 is a \xNN escape (naming.shown).
+    path: str
     record_path: Path
     image_path: Path | None  # None when the image is not on disk (an unreadable input)
     job_id: str | None = None
@@ -133,7 +136,7 @@ def _row(root_name: Outcome, root: Path, record_path: Path, record: Mapping[str,
         image_path = image if image.is_file() else None
         return Row(
             root=root_name,
-            path=image.relative_to(root).as_posix(),
+            path=shown(image.relative_to(root).as_posix()),
             record_path=record_path,
             image_path=image_path,
             job_id=_str(record.get("job_id")),
@@ -142,11 +145,11 @@ def _row(root_name: Outcome, root: Path, record_path: Path, record: Mapping[str,
             error_class=_str(record.get("error_class")),
         )
     image_path = _find_image(record_path, record.get("image"))
-    shown = image_path or record_path.with_suffix("")
+    shown_path = image_path or record_path.with_suffix("")
     captions = record.get("captions")
     return Row(
         root=root_name,
-        path=shown.relative_to(root).as_posix(),
+        path=shown(shown_path.relative_to(root).as_posix()),
         record_path=record_path,
         image_path=image_path,
         job_id=_str(record.get("job_id")),
@@ -171,7 +174,7 @@ def _row(root_name: Outcome, root: Path, record_path: Path, record: Mapping[str,
 
 def _find_image(record_path: Path, name: object) -> Path | None:
     """The record's "image" beside it; else any image file with the record's stem."""
-    if isinstance(name, str) and name and "/" not in name and "\\" not in name:
+    if isinstance(name, str) and name and "/" not in name and (os.sep == "/" or "\\" not in name):
         candidate = record_path.with_name(name)
         if candidate.is_file():
             return candidate
@@ -235,7 +238,7 @@ def _int(value: object) -> int | None:
 
 
 def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+    return shown(value) if isinstance(value, str) else None
 
 
 # -- statistics ----------------------------------------------------------------
@@ -282,7 +285,7 @@ def summarize(dataset: Dataset) -> dict[str, Any]:
     clipscores = [row.clipscore for row in scored(dataset.rows) if row.clipscore is not None]
     judged = counts[OUTPUT] + counts[CLIP_FAILED]
     return {
-        "folders": {name: str(path) for name, path in dataset.roots.items()},
+        "folders": {name: shown(str(path)) for name, path in dataset.roots.items()},
         "counts": {**counts, "total": sum(counts.values()), "unreadable_records": len(dataset.unreadable)},
         "pass_rate": counts[OUTPUT] / judged if judged and dataset.roots.clip_failed else None,
         "clip_score": score_stats(scores, threshold),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from shared.core.naming import name_bytes, shown
 from shared.core.outcomes import Outcome
 from shared.report.dataset import (
     CLIP_FAILED,
@@ -84,11 +85,12 @@ def image_href(image: Path, report_dir: Path) -> str:
         relative = os.path.relpath(image, report_dir)
     except ValueError:  # another drive on Windows: no relative path exists
         return image.resolve().as_uri()
-    return "/".join(quote(part, safe="") for part in Path(relative).parts)
+    # By bytes: a name that is not UTF-8 links as its own bytes (%E9), as the browser reads it.
+    return "/".join(quote(name_bytes(part), safe="") for part in Path(relative).parts)
 
 
 def _folders(dataset: Dataset) -> str:
-    parts = [f"{ROOT_LABELS[name]}: {escape(str(path))}" for name, path in dataset.roots.items()]
+    parts = [f"{ROOT_LABELS[name]}: {escape(shown(str(path)))}" for name, path in dataset.roots.items()]
     return f'<p class="folders">{" · ".join(parts)}</p>'
 
 
@@ -248,8 +250,9 @@ def _errors(rows: list[Row]) -> str:
     if not rows:
         return ""
     body = "".join(
-        f'<tr><td title="{escape(str(row.image_path or row.record_path))}">{escape(row.path)}</td>'
-        f"<td>{escape(row.error or '')}</td><td>{escape(row.error_class or '')}</td></tr>"
+        f'<tr><td title="{escape(str(row.image_path or row.record_path))}">{escape(row.path)}'
+        f"{_moved_from(row)}</td><td>{escape(row.error or '')}</td>"
+        f"<td>{escape(row.error_class or '')}</td></tr>"
         for row in rows
     )
     return (
@@ -259,6 +262,13 @@ def _errors(rows: list[Row]) -> str:
         "<table><tr><th>path</th><th>reason</th><th>kind</th></tr>"
         f"{body}</table></section>"
     )
+
+
+def _moved_from(row: Row) -> str:
+    """Where an error filed under another name (cut to fit, or too deep) came from."""
+    if row.source is None or row.source.endswith(row.path):
+        return ""
+    return f"<br><small>from {escape(row.source)}</small>"
 
 
 def write_report(roots: Roots, out: Path, *, title: str = "kcap report") -> dict[str, Any]:

@@ -84,11 +84,14 @@ from tests.soak.hostile import (  # noqa: E402  (after the path fix, when run as
     SOAK_MAX_PIXELS,
     dead_letters_total,
     hostile_files,
+    name_files,
     push_poison,
+    read_by_descriptor,
     unauthenticated_successes,
+    write_by_descriptor,
 )
 
-HOSTILE_KINDS = ("tall", "near-cap", "sidecar", "pause")
+HOSTILE_KINDS = ("tall", "near-cap", "sidecar", "pause", "name", "deep")
 FOLDERS = ("", "", "", "alpha", "beta", "beta/deep", "gamma/one/two", "delta", "epsilon/x")
 SIZES = ((16, 16), (48, 32), (64, 48), (200, 150), (333, 222), (640, 480), (1024, 768))
 
@@ -149,12 +152,12 @@ def plan(n: int, rng: random.Random) -> list[Action]:
         drops.append(
             Drop(f"{folder}/bad_{bad_names[which]}_{i:04d}.jpg".lstrip("/"), bad_bytes[which], "bad", True)
         )
-    for hostile in hostile_files(max(8, round(n * 0.02))):
+    for hostile in [*hostile_files(max(8, round(n * 0.02))), *name_files()]:
         drops.append(Drop(hostile.rel, hostile.data, hostile.kind, hostile.bad))
     rng.shuffle(drops)
     # Duplicates: the same bytes under another name, placed after their original.
     actions = [Action("drop", d) for d in drops]
-    goods = [d for d in drops if not d.bad]
+    goods = [d for d in drops if not d.bad and d.kind != "name"]  # a copy's longer name may not fit
     for i in range(n_dup):
         original = rng.choice(goods)
         folder, _, name = original.rel.rpartition("/")
@@ -168,7 +171,9 @@ def plan(n: int, rng: random.Random) -> list[Action]:
     # Re-touches of files already dropped (the same bytes rewritten, or only a new mtime).
     for i in range(max(2, round(n * 0.05))):
         position = rng.randint(len(actions) // 10, len(actions))
-        earlier = [a.drop for a in actions[: max(1, position - 5)] if a.verb == "drop"]
+        earlier = [
+            a.drop for a in actions[: max(1, position - 5)] if a.verb == "drop" and a.drop.kind != "deep"
+        ]
         actions.insert(position, Action("rewrite" if i % 2 == 0 else "touch", rng.choice(earlier)))
     return actions
 
@@ -468,6 +473,9 @@ class Soak:
 
     # -- dropping ---------------------------------------------------------------------------
     def write_now(self, drop: Drop) -> None:
+        if drop.kind == "deep":  # over PATH_MAX: only descriptors reach it
+            write_by_descriptor(self.inbox, drop.rel, drop.data)
+            return
         path = self.inbox / drop.rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(drop.data)
@@ -818,8 +826,7 @@ class Soak:
                     misrouted.append(f"{source} -> {root}")
         missing = []
         for rel, drop in dropped.items():
-            path = self.inbox / rel
-            if not path.exists() or path.read_bytes() != drop.data:
+            if read_by_descriptor(self.inbox, rel) != drop.data:  # paths over PATH_MAX too
                 missing.append(rel)
         n = {root: sum(len(r) for r in by.values()) for root, by in tally.by_root.items()}
         wall = self.elapsed()

@@ -10,11 +10,17 @@ from shared.core.naming import candidate_placements, inside, is_ignored_name, jo
 
 
 @pytest.mark.parametrize(
-    "bad", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "a\0b.jpg", "", "a\\..\\b.jpg", "./a.jpg"]
+    "bad", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", "a\0b.jpg", "", "./a.jpg", "\ud800.png"]
 )
 def test_paths_that_climb_out_are_refused(bad: str) -> None:
     with pytest.raises(UnsafePathError):
         safe_relpath(bad)
+
+
+def test_a_backslash_is_a_plain_name_character_on_posix(tmp_path: Path) -> None:
+    # A legal POSIX name (issue 19): one name inside the root, never a way out of it.
+    assert safe_relpath("a\\..\\b.jpg").parts == ("a\\..\\b.jpg",)
+    assert inside(tmp_path, "sub/a\\..\\b.jpg") == tmp_path / "sub" / "a\\..\\b.jpg"
 
 
 def test_inside_refuses_a_symlinked_folder_that_leaves_the_root(tmp_path: Path) -> None:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from shared.core.naming import TEMP_PREFIX
+from shared.core.naming import TEMP_NAME_BYTES, TEMP_PREFIX
+from shared.core.records import json_text
 
 _CHUNK = 1024 * 1024
 
 
 def _temp_beside(target: Path) -> Path:
-    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
+    """A fresh temp name in target's folder. Its length never depends on target's name: a
+    target of 255 bytes (NAME_MAX) must not get a temp name that is longer."""
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex((TEMP_NAME_BYTES - len(TEMP_PREFIX)) // 2)}")
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -32,7 +34,7 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
 
 
 def atomic_write_json(target: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    text = json_text(data, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(target, text.encode("utf-8"))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.core.naming import METADATA_NAME
+from shared.core.records import json_text
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class MetadataLog:
 
     def ensure(self, job_id: str, line: dict[str, Any]) -> bool:
         """Append the line unless this job already has one; True when it was written."""
-        data = (json.dumps({**line, "job_id": job_id}, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_text({**line, "job_id": job_id}) + "\n").encode("utf-8")
         with self._lock:
             job_ids = self._load()
             if job_id in job_ids:

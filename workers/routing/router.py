@@ -18,16 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shared.core.errors import ConfigError
+from shared.core.errors import ConfigError, UnsafePathError
 from shared.core.messages import Result
 from shared.core.naming import (
     Placement,
     candidate_error_placements,
     candidate_placements,
+    error_dir_for,
     inside,
+    is_utf8,
+    last_resort_error_placement,
     links_outside,
     safe_relpath,
     sha256_file,
+    shown,
     sidecar_name_refusal,
     stem_of,
 )
@@ -36,6 +40,7 @@ from shared.core.records import read_json
 from shared.core.settings import Settings
 from shared.core.thresholds import Thresholds, scorer_family_of
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
+from workers.routing.lasting import cannot_file, heals_by_waiting
 from workers.routing.metadata import MetadataLog
 
 log = logging.getLogger(__name__)
@@ -109,17 +114,53 @@ class Router:
         )
 
     def route(self, result: Result) -> Routed:
-        """File one result. Raises UnsafePathError for a path that leaves the roots."""
+        """File one result. Raises UnsafePathError for a path that leaves the roots (or that
+        not even the errors root takes), and OSError only for a failure that waiting may mend
+        (the route task retries it).
+
+        A name or path that the destination refuses for good is filed as an error with the
+        reason; an error that cannot be filed under its own name goes to the errors root
+        under its job id (naming.last_resort_error_placement). Neither is ever retried.
+        """
         if result.ok and (refusal := self._sidecar_refusal(result)):
             # The producer refuses such names; a result from elsewhere is held to the same rule.
             result = dataclasses.replace(result, ok=False, error_reason=refusal, error_class="Refused")
+        while True:  # at most twice: as it is, then as an error
+            try:
+                return self._file(result)
+            except OSError as exc:
+                if heals_by_waiting(exc):
+                    raise
+                failure = exc
+            if self.outcome_for(result) == ERRORS:
+                break
+            result = cannot_file(result, failure)
+        log.error(
+            "job %s: cannot file %s as an error under its own name (%s); filing it under its job id",
+            result.job_id,
+            shown(result.rel_path),
+            failure,
+        )
+        try:
+            return self._file(result, last_resort=True)
+        except OSError as exc:
+            if heals_by_waiting(exc):
+                raise
+            # Even the errors root refuses it: a path that can never be placed, which the
+            # route task sets aside (never retries), as it does a path out of the roots.
+            raise UnsafePathError(f"{shown(result.rel_path)!r} cannot be filed anywhere: {exc}") from exc
+
+    def _file(self, result: Result, *, last_resort: bool = False) -> Routed:
         rel = safe_relpath(result.rel_path)
         source = inside(self.input_dir, result.rel_path)
-        outcome = self.outcome_for(result)
+        outcome = ERRORS if last_resort else self.outcome_for(result)
         if outcome == ERRORS and result.error_class in UNSETTLED_ERROR_CLASSES:
             self._require_settled(source, result)
         dest_dir = self._dest_dir(outcome, rel)
-        if outcome == ERRORS:
+        if last_resort:
+            dest_dir = self.roots[ERRORS]
+            candidates = [last_resort_error_placement(dest_dir, rel.name, result.job_id)]
+        elif outcome == ERRORS:
             candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
         else:
             candidates = candidate_placements(
@@ -167,7 +208,8 @@ class Router:
         root = self.roots[outcome]
         if rel.parent == PurePosixPath("."):
             return root
-        return inside(root, str(rel.parent / "x")).parent
+        folder = inside(root, str(rel.parent / "x")).parent
+        return error_dir_for(root, rel.parent) if outcome == ERRORS else folder
 
     def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
         """The first placement that is ours or free, with its record when ours is finished."""
@@ -200,13 +242,9 @@ class Router:
         """
         if target.exists() and self._is_same_content(target, result):
             return True, {}  # a crash after the copy: the image is already in place
-        if self._links_outside(source):
-            if outcome == ERRORS:
-                return True, {}  # a refused link: the reason is recorded, the link is left alone
-            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
-            return False, {}
         try:
-            reader = source.open("rb")
+            links_out = self._links_outside(source)
+            reader = None if links_out else source.open("rb")
         except OSError as exc:
             if outcome == ERRORS:
                 return True, {}  # the reason is recorded even though the input cannot be read
@@ -216,6 +254,11 @@ class Router:
                 result.rel_path,
                 exc,
             )
+            return False, {}
+        if reader is None:
+            if outcome == ERRORS:
+                return True, {}  # a refused link: the reason is recorded, the link is left alone
+            log.warning("job %s: %s links outside the input folder; not followed", result.job_id, source)
             return False, {}
         with reader:
             before = _stat_of(os.fstat(reader.fileno()))
@@ -242,6 +285,8 @@ class Router:
                 os.unlink(source)  # move mode: the verified copy and its record are on disk
         except FileNotFoundError:
             pass
+        except OSError as exc:  # filed all the same; the input stays where it is
+            log.warning("job %s: filed, but its input stays in place: %s", result.job_id, exc)
 
     # -- records -------------------------------------------------------------
     def _final_text(self, result: Result) -> str:
@@ -272,6 +317,17 @@ class Router:
         if outcome not in self.metadata:
             return
         root = self.roots[outcome]
+        if not is_utf8(placement.image.name):
+            # JSON readers outside Python (pyarrow, so Hugging Face datasets) refuse a name
+            # that is not UTF-8, and one such line would stop them reading the whole file.
+            log.warning(
+                "job %s: %s is not a UTF-8 name, so it has no line in %s (its record holds its caption)",
+                result.job_id,
+                shown(placement.image.name),
+                self.metadata[outcome].path,
+            )
+            return
+
         self.metadata[outcome].ensure(
             result.job_id,
             {
