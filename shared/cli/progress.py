@@ -1,7 +1,7 @@
 """What `kcap up` and `kcap run` show while they work.
 
 On a terminal: a live panel pinned at the bottom (counts by outcome, jobs in flight, the rate
-over the last minute, the ETA), with warnings and errors (this process's and its children's)
+over the last 10 s, the ETA at that rate), with warnings and errors (this process's and its children's)
 printed above it. Per-image lines go to the log files under the state folder instead (or to
 the terminal too with --log-level DEBUG). Off a terminal (systemd, CI, a pipe): the same
 counts as a log line every 10 s, and every line as it comes.
@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from shared.core.inflight import InFlight, Snapshot
+from shared.core.inflight import LIVE_RATE_WINDOW_S, InFlight, Snapshot
 from shared.core.logs import set_console
 from shared.core.outcomes import Outcome
 
@@ -31,7 +31,7 @@ def progress_line(snapshot: Snapshot) -> str:
     return (
         f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
         f"errors {counts[Outcome.ERRORS]}  in flight {snapshot.in_flight}  "
-        f"{snapshot.images_per_s:.2f} img/s (last minute)  ETA {eta}"
+        f"{snapshot.images_per_s:.2f} img/s (last {LIVE_RATE_WINDOW_S:.0f}s)  ETA {eta}"
     )
 
 
@@ -64,7 +64,6 @@ class Progress:
         self.title = title
         self.log_dir = log_dir
         self.log_every_s = log_every_s
-        self._started = time.monotonic()
         self._last_log = 0.0
         self._lock = threading.Lock()
         self._live: Any = None
@@ -81,13 +80,12 @@ class Progress:
     def watch(self, inflight: InFlight) -> None:
         """Start showing the counts of this kcap instance."""
         self.inflight = inflight
-        self._started = time.monotonic()
 
     def _snapshot_line(self) -> str:
         if self.inflight is None:
             return "starting: broker, workers and models"
         try:
-            return progress_line(self.inflight.snapshot(window_s=time.monotonic() - self._started))
+            return progress_line(self.inflight.snapshot(window_s=LIVE_RATE_WINDOW_S))
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"

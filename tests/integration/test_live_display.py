@@ -67,7 +67,7 @@ def test_the_terminal_shows_counts_and_the_log_files_hold_each_image(
     assert code == 0, screen[-3000:]
     assert len(routed_sources(settings)) == len(names)
     assert "output 6  clip-failed 0  errors 0" in screen, screen[-3000:]
-    assert "img/s (last minute)" in screen
+    assert "img/s (last 10s)" in screen
     # Celery's per-task lines are in the worker's log file, not on the screen.
     assert "Task kcap.caption[" not in screen and " received" not in screen, screen[-3000:]
     logs = settings.state_dir / "logs"
