@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from shared.core.inflight import LIVE_RATE_WINDOW_S, InFlight, Snapshot
-from shared.core.logs import set_console
+from shared.core.logs import console_level, set_console
 from shared.core.outcomes import Outcome
 
 log = logging.getLogger("kcap.progress")
@@ -75,7 +75,7 @@ class Progress:
             self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
             self._live.start()
             # This process's own warnings now print above the panel, not through it.
-            set_console(_AboveTheDisplay(self), level=logging.getLogger().getEffectiveLevel())
+            set_console(_AboveTheDisplay(self), level=console_level())
 
     def watch(self, inflight: InFlight) -> None:
         """Start showing the counts of this kcap instance."""
@@ -125,6 +125,6 @@ class Progress:
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
-            set_console(logging.StreamHandler(), level=logging.WARNING)
+            set_console(logging.StreamHandler(), level=console_level())
         else:
             log.info("%s", self._snapshot_line())

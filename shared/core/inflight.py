@@ -154,7 +154,8 @@ class InFlight:
         is unknown. In a steady run this is the count over the window.
         """
         now = time.time()
-        first = self._redis.zrangebyscore(self._done_times, now - window_s, now, start=0, num=1, withscores=True)
+        since = now - window_s
+        first = self._redis.zrangebyscore(self._done_times, since, now, start=0, num=1, withscores=True)
         if not first:
             return 0.0
         started = float(first[0][1])
