@@ -26,6 +26,7 @@ def add_parser(commands: Any) -> None:
 def up(args: argparse.Namespace) -> int:
     from producer.service import Producer
     from shared.cli.progress import Progress
+    from shared.cli.summary import print_summary
 
     settings = settings_from_args(args)
     settings.require_folders()
@@ -62,4 +63,5 @@ def up(args: argparse.Namespace) -> int:
                 progress.close()  # the final counts, read before the broker stops
     finally:
         progress.close()
+    print_summary(settings, progress, command="kcap up")
     return Exit.OK
