@@ -151,7 +151,8 @@ class InFlight:
         The clock starts at the window's first completions, never before: the time before
         them (models loading, an idle folder) is not work, and dividing by it made a run's
         first images read as slow. Their own batch only starts the clock: when its work began
-        is unknown. In a steady run this is the count over the window.
+        is unknown. In a steady run this is the count over the window; while only one batch
+        is in the window, the count over the window says at least that much.
         """
         now = time.time()
         since = now - window_s
@@ -159,8 +160,11 @@ class InFlight:
         if not first:
             return 0.0
         started = float(first[0][1])
-        after = int(self._redis.zcount(self._done_times, f"({started + SAME_BATCH_S}", now))
-        return after / (now - started) if after else 0.0
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(self._done_times, f"({started + SAME_BATCH_S}", now)
+        pipe.zcount(self._done_times, since, now)
+        after, count = (int(n) for n in pipe.execute())
+        return after / (now - started) if after else count / window_s
 
     def snapshot(self, *, window_s: float = RATE_WINDOW_S) -> Snapshot:
         """Counts, jobs in flight and the rate over the last window_s."""
