@@ -180,7 +180,9 @@ def test_every_model_that_cannot_be_had_is_named_at_once(tmp_path: Path) -> None
     assert "kcap demo" not in message  # folders given: no hub to be cut off from
 
 
-def test_a_scorer_that_is_never_needed_is_not_asked_for(tiny_models: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_scorer_that_is_never_needed_is_not_asked_for(
+    tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
     kosmos, _ = tiny_models
     settings = Settings(caption_model=str(kosmos), clip_model=str(tmp_path / "clip"))
     assert Engine.load(settings, eager_scorer=False).captioner is not None  # no clip-failed folder, no CLIP
