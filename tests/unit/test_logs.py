@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 _CHILD = textwrap.dedent(
@@ -56,6 +58,7 @@ def test_a_quiet_console_shows_what_matters_once_and_the_file_holds_everything(t
         assert file.count(line) == 1, file
 
 
+@pytest.mark.slow  # a second child importing transformers; the quiet console is the default
 def test_a_console_at_the_log_level_shows_them_all_once(tmp_path: Path) -> None:
     console, _ = _run(tmp_path)
     for line in LINES:
