@@ -20,8 +20,8 @@ from shared.core.status import broker_file, write_broker_file
 log = logging.getLogger(__name__)
 
 # What a child prints outside its logging that is for its log file alone: Celery's notice
-# that it shuts down warmly, once per worker, on every Ctrl-C.
-_CHATTER = re.compile(r"worker: (Warm|Cold) shutdown \(")
+# that it shuts down warmly, once per worker, on every Ctrl-C, after a blank line.
+_CHATTER = re.compile(r"worker: (Warm|Cold) shutdown \(|\s*$")
 
 
 def make_folders(settings: Settings) -> None:

@@ -149,6 +149,7 @@ def test_the_terminal_shows_the_panel_warnings_and_a_summary_only(
     # Nothing else: no Redis start-up lines, no Celery shutdown notice, no INFO records, no
     # tokenizer warnings, no per-task lines.
     assert outside(lines, summary_head="kcap run: ") == [], shown
+    assert "" not in lines, shown
     assert "Token indices" not in shown and "Warm shutdown" not in shown and " INFO " not in shown
     # ...which are all in the log files.
     logs = settings.state_dir / "logs"
@@ -179,6 +180,7 @@ def test_ctrl_c_of_kcap_up_leaves_one_panel_and_prints_the_summary(
     assert "hint: every scored image (4) scored below the threshold 1000 (clip)" in shown
     # Flower asking the workers while they load their models is for its log file.
     assert outside(lines, summary_head="kcap up: ") == [], shown
+    assert "" not in lines, shown
     assert "Inspect method" not in shown
     assert (settings.state_dir / "logs" / "flower.log").exists()
 
