@@ -71,7 +71,8 @@ class Stack:
             LOG_FILE_ENV: str(log_dir(self.settings) / f"{role}.log"),
             **extra,
         }
-        env["FLOWER_LOGGING"] = self.settings.log_level.lower()  # the console's level is below
+        # Flower logs at kcap's level to its file; its console, like every child's, is set below.
+        env["FLOWER_LOGGING"] = self.settings.log_level.lower()
         if not self.verbose:
             env[CONSOLE_LEVEL_ENV] = "WARNING"
             env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' "Loading weights" bars too

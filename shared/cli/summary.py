@@ -105,6 +105,9 @@ def summary_lines(
     if len(kinds) > SHOWN_KINDS:
         rest = sum(found.count for _, found in kinds[SHOWN_KINDS:])
         lines.append(f"    {rest} of {len(kinds) - SHOWN_KINDS} other kinds (the .error.json files say why)")
+    unread = counts.get(Outcome.ERRORS, 0) - sum(found.count for _, found in kinds)
+    if kinds and unread > 0:
+        lines.append(f"    {unread} more not read here (the .error.json files say why)")
     hint = threshold_hint(settings, counts)
     if hint:
         lines.append(f"  hint: {hint}")
