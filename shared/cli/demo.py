@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.cli.exits import Exit
 from shared.cli.run import run_backlog
+from shared.core.logs import is_debug
 from shared.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,8 +52,12 @@ def demo_flags(prepared: Demo) -> list[str]:
 
 
 def demo(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from workers.tiny.demo import prepare_demo
 
+    if not is_debug():
+        transformers_logging.disable_progress_bar()  # "Writing model shards" as the models are saved
     prepared = prepare_demo(args.dir, images=args.images)
     flags = demo_flags(prepared)
     print(f"demo folder: {prepared.root}")
@@ -68,19 +73,12 @@ def demo(args: argparse.Namespace) -> int:
             threshold=DEMO_THRESHOLD,
             broker_url=None,
         )
-        code = run_backlog(settings)
+        code = run_backlog(settings)  # its summary has the counts and the report's command
         if code != Exit.OK:
             return code
-        for name, folder in (
-            ("captioned", prepared.captioned),
-            ("clip_failed", prepared.clip_failed),
-            ("errors", prepared.errors),
-        ):
-            images = [p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg")]
-            print(f"  {name + '/':13} {len(images)} images")
     command = " ".join(shlex.quote(part) for part in flags)
-    report = prepared.root / "report.html"
-    print("next:")
-    print(f"  kcap report {shlex.quote(str(prepared.captioned))} --out {shlex.quote(str(report))}")
-    print(f"  kcap up {command}    # then drop more images into {prepared.inbox}")
+    print("next, to caption whatever lands in the inbox until Ctrl-C:")
+    print(f"  kcap up {command}")
+    if args.no_run:
+        print(f"or once, then exit:\n  kcap run {command}")
     return Exit.OK

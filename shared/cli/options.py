@@ -7,7 +7,15 @@ from typing import Any
 
 from shared.core.decoding import DECODER_CHOICES
 from shared.core.scoring import SCORE_METHODS, SCORER_FAMILIES
-from shared.core.settings import Settings
+from shared.core.settings import LOG_LEVELS, Settings
+
+# On every subcommand, those without the other settings too (shared.cli.main).
+LOG_LEVEL_FLAGS = ("--log-level",)
+LOG_LEVEL_OPTIONS: dict[str, Any] = {
+    "type": str.upper,
+    "choices": list(LOG_LEVELS),
+    "help": "INFO (default), DEBUG: every line on the terminal too; passed to every process started",
+}
 
 # (flags, settings field, argparse keyword arguments). Defaults stay None so that unset
 # flags fall through to KCAP_* variables and then to Settings' defaults.
@@ -152,6 +160,7 @@ _FLAGS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
     ),
     (("--flower-address",), "flower_address", {"help": "Flower bind address (127.0.0.1)"}),
     (("--flower-port",), "flower_port", {"type": int, "help": "Flower port (5555)"}),
+    (LOG_LEVEL_FLAGS, "log_level", LOG_LEVEL_OPTIONS),
 ]
 
 _SWITCHES: list[tuple[str, str, bool, str]] = [

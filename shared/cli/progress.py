@@ -1,7 +1,7 @@
 """What `kcap up` and `kcap run` show while they work.
 
 On a terminal: a live panel pinned at the bottom (counts by outcome, jobs in flight, the rate
-over the last minute, the ETA), with warnings and errors (this process's and its children's)
+over the last 10 s, the ETA at that rate), with warnings and errors (this process's and its children's)
 printed above it. Per-image lines go to the log files under the state folder instead (or to
 the terminal too with --log-level DEBUG). Off a terminal (systemd, CI, a pipe): the same
 counts as a log line every 10 s, and every line as it comes.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import redis
 
-from shared.core.inflight import InFlight, Snapshot
-from shared.core.logs import set_console
+from shared.core.inflight import LIVE_RATE_WINDOW_S, InFlight, Snapshot
+from shared.core.logs import console_level, set_console
 from shared.core.naming import shown
 from shared.core.outcomes import Outcome
 
@@ -32,7 +33,7 @@ def progress_line(snapshot: Snapshot) -> str:
     return (
         f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
         f"errors {counts[Outcome.ERRORS]}  in flight {snapshot.in_flight}  "
-        f"{snapshot.images_per_s:.2f} img/s (last minute)  ETA {eta}"
+        f"{snapshot.images_per_s:.2f} img/s (last {LIVE_RATE_WINDOW_S:.0f}s)  ETA {eta}"
     )
 
 
@@ -62,36 +63,50 @@ class Progress:
         live: bool | None = None,
     ) -> None:
         self.inflight: InFlight | None = None  # set by watch() once the broker is up
+        self.started_at = time.time()
+        self._counts_at_start: dict[Outcome, int] = {}
+        self._final: Snapshot | None = None  # the last one read; close() reads it once more
         self.title = title
         self.log_dir = log_dir
         self.log_every_s = log_every_s
-        self._started = time.monotonic()
         self._last_log = 0.0
         self._lock = threading.Lock()
         self._live: Any = None
+        self._echo: list[Any] | None = None  # the terminal's settings before _echo_off
         self._closed = False
         if sys.stdout.isatty() if live is None else live:
             from rich.console import Console
             from rich.live import Live
 
             self._live = Live(self._render(), console=Console(), refresh_per_second=4, transient=False)
+            self._echo = _echo_off(sys.stdout)
             self._live.start()
             # This process's own warnings now print above the panel, not through it.
-            set_console(_AboveTheDisplay(self), level=logging.getLogger().getEffectiveLevel())
+            set_console(_AboveTheDisplay(self), level=console_level())
 
     def watch(self, inflight: InFlight) -> None:
         """Start showing the counts of this kcap instance."""
         self.inflight = inflight
-        self._started = time.monotonic()
+        self.started_at = time.time()
+        # The counts persist with the embedded Redis: this run's are what they gain from now.
+        self._counts_at_start = inflight.counts()
+
+    def run_counts(self) -> dict[Outcome, int] | None:
+        """What this run routed, by outcome, as close() last read it; None: never read."""
+        if self._final is None:
+            return None
+        start = self._counts_at_start
+        return {outcome: count - start.get(outcome, 0) for outcome, count in self._final.counts.items()}
 
     def _snapshot_line(self) -> str:
         if self.inflight is None:
             return "starting: broker, workers and models"
         try:
-            return progress_line(self.inflight.snapshot(window_s=time.monotonic() - self._started))
+            self._final = self.inflight.snapshot(window_s=LIVE_RATE_WINDOW_S)
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"
+        return progress_line(self._final)
 
     def _render(self) -> Any:
         from rich.panel import Panel
@@ -129,6 +144,34 @@ class Progress:
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
-            set_console(logging.StreamHandler(), level=logging.WARNING)
+            _restore(sys.stdout, self._echo)
+            set_console(logging.StreamHandler(), level=console_level())
         else:
             log.info("%s", self._snapshot_line())
+
+
+def _echo_off(stream: Any) -> list[Any] | None:
+    """Stop the terminal echoing keys while the panel shows; returns its settings to restore.
+
+    Ctrl-C echoes "^C" where the cursor is: at the end of the panel's last line, a line as
+    wide as the terminal, where it wraps to a new line. The panel's next redraw, moving up
+    its height from one line lower, then left its old top border behind.
+    """
+    try:
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHO  # the local modes
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    except (OSError, ValueError, termios.error):
+        return None  # not a terminal after all
+    return saved
+
+
+def _restore(stream: Any, saved: list[Any] | None) -> None:
+    if saved is None:
+        return
+    try:
+        termios.tcsetattr(stream.fileno(), termios.TCSANOW, saved)
+    except (OSError, ValueError, termios.error):
+        pass

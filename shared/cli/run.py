@@ -31,6 +31,7 @@ def run_backlog(settings: Settings) -> int:
     """Caption everything under the input folder once, wait until all of it is routed, stop."""
     from producer.service import Producer
     from shared.cli.progress import Progress
+    from shared.cli.summary import print_summary
 
     settings.require_folders()
     require_input_folder(settings)
@@ -58,6 +59,5 @@ def run_backlog(settings: Settings) -> int:
     finally:
         progress.close()
         locks.release()
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(stats.items())) or "nothing to do"
-    progress.emit(f"kcap run: done ({summary}); logs in {logs}")
+    print_summary(settings, progress, command="kcap run", stats=stats)
     return Exit.OK

@@ -4,6 +4,7 @@ URL is set, the caption workers, the route worker and (for `up`) Flower."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from shared.core.settings import Settings
 from shared.core.status import broker_file, write_broker_file
 
 log = logging.getLogger(__name__)
+
+# What a child prints outside its logging that is for its log file alone: Celery's notice
+# that it shuts down warmly, once per worker, on every Ctrl-C, after a blank line.
+_CHATTER = re.compile(r"worker: (Warm|Cold) shutdown \(|\s*$")
 
 
 def make_folders(settings: Settings) -> list[Path]:
@@ -82,11 +87,31 @@ class Stack:
             LOG_FILE_ENV: str(log_dir(self.settings) / f"{role}.log"),
             **extra,
         }
+        # Flower logs at kcap's level to its file; its console, like every child's, is set below.
+        env["FLOWER_LOGGING"] = self.settings.log_level.lower()
         if not self.verbose:
             env[CONSOLE_LEVEL_ENV] = "WARNING"
-            env["FLOWER_LOGGING"] = "warning"
             env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # transformers' "Loading weights" bars too
         return env
+
+    def _output(self, role: str) -> Callable[[str], None] | None:
+        """Where a child's output lines go: the terminal, less the chatter (to its log file)."""
+        output = self.output
+        if output is None or self.verbose:
+            return output
+        log_file = log_dir(self.settings) / f"{role}.log"
+
+        def forward(line: str) -> None:
+            if _CHATTER.match(line):
+                with log_file.open("a", encoding="utf-8") as file:
+                    file.write(line + "\n")
+            else:
+                output(line)
+
+        return forward
+
+    def _start(self, name: str, role: str, argv: list[str], env: dict[str, str]) -> None:
+        self.group.start(name, argv, env=env, output=self._output(role))
 
     def __enter__(self) -> Stack:
         if not self.settings.broker_url:
@@ -99,13 +124,13 @@ class Stack:
             port = self.settings.metrics_port
             # Each process serves its own /metrics: the router on the port, workers above it.
             worker_env = self._child_env("worker", KCAP_METRICS_PORT=str(port_for(port, 1)))
-            self.group.start("caption workers", kcap_argv("worker"), env=worker_env, output=self.output)
+            self._start("caption workers", "worker", kcap_argv("worker"), worker_env)
             router_env = self._child_env("router", KCAP_METRICS_PORT=str(port_for(port, 0)))
-            self.group.start("route worker", kcap_argv("router"), env=router_env, output=self.output)
+            self._start("route worker", "router", kcap_argv("router"), router_env)
             if self.flower:
                 argv, flower_env = flower_command(self.settings)
                 flower_env = {**self._child_env("flower"), **flower_env}
-                self.group.start("flower", argv, env=flower_env, output=self.output)
+                self._start("flower", "flower", argv, flower_env)
         except BaseException:
             self.__exit__()
             raise

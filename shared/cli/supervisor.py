@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from shared.cli.exits import Exit
+from shared.core.logs import console_is_quiet
 from shared.core.parent_death import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,9 @@ def supervise(group: ProcessGroup) -> int:
             dead = group.poll()
             if dead:
                 names = ", ".join(child.name for child in dead)
-                log.error("%s stopped with an error (its message is above); stopping", names)
+                # Under `kcap up`/`run` (a quiet console) kcap says the same: once is enough.
+                level = logging.INFO if console_is_quiet() else logging.ERROR
+                log.log(level, "%s stopped with an error (its message is above); stopping", names)
                 return Exit.ERROR
     finally:
         group.stop()

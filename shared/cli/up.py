@@ -28,6 +28,7 @@ def add_parser(commands: Any) -> None:
 def up(args: argparse.Namespace) -> int:
     from producer.service import Producer
     from shared.cli.progress import Progress
+    from shared.cli.summary import print_summary
 
     settings = settings_from_args(args)
     input_dir, _ = settings.require_folders()
@@ -70,4 +71,5 @@ def up(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         locks.release()
+    print_summary(settings, progress, command="kcap up")
     return Exit.OK

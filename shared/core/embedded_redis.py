@@ -150,12 +150,16 @@ class EmbeddedRedis:
         private_folder(self.data_dir)
         if self.port is None:
             private_folder(self.socket_path.parent)
-        self._process = subprocess.Popen(
-            [find_redis_server(), "-"],
-            stdin=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
+        # Until it has read its logfile setting, redis-server logs to stdout ("Reading config
+        # from stdin"): into the same file, not onto kcap's terminal. Errors stay on stderr.
+        with (self.data_dir / "redis.log").open("ab") as early_log:
+            self._process = subprocess.Popen(
+                [find_redis_server(), "-"],
+                stdin=subprocess.PIPE,
+                stdout=early_log,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
         assert self._process.stdin is not None
         self._process.stdin.write(self._config().encode())
         self._process.stdin.close()

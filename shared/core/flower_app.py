@@ -20,6 +20,7 @@ from flower import urls
 from flower.views import monitor
 
 from shared.core.celery_app import make_app
+from shared.core.logs import configure_logging
 from shared.core.settings import Settings
 
 
@@ -53,4 +54,8 @@ def _from_environment() -> Celery:
 
 
 _guard_open_handlers(urls.handlers)
+# kcap's logging before Flower's: tornado then adds no stderr handler of its own, so under
+# `kcap up` Flower logs to its file under the state folder, passwords masked, and its console
+# shows only what matters (not "Inspect method ... failed" while the workers load models).
+configure_logging()
 app = _from_environment()

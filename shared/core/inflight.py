@@ -19,9 +19,12 @@ from shared.core.broker import redis_client
 from shared.core.outcomes import OUTCOMES, Outcome
 from shared.core.settings import Settings
 
-# The window of the images/s figure: recent enough to follow a change of pace, long enough
-# to be steady; completions older than the longest window are dropped.
+# The window of `kcap status`'s images/s figure, and of the live display's: recent enough to
+# follow a change of pace, long enough to be steady; older completions are dropped.
 RATE_WINDOW_S = 60.0
+LIVE_RATE_WINDOW_S = 10.0
+# Completions this close to the first one in a window came out of the same batch.
+SAME_BATCH_S = 0.1
 _KEEP_DONE_TIMES_S = 600.0
 
 
@@ -38,7 +41,7 @@ class Snapshot:
 
     counts: dict[Outcome, int]
     in_flight: int
-    images_per_s: float  # over the last RATE_WINDOW_S
+    images_per_s: float  # lately: see InFlight.rate
 
     @property
     def routed(self) -> int:
@@ -146,12 +149,27 @@ class InFlight:
         return {outcome: found.get(outcome.value, 0) for outcome in OUTCOMES}
 
     def rate(self, window_s: float = RATE_WINDOW_S) -> float:
-        """Images routed per second over the last window_s (idle time before it does not count)."""
+        """Images routed per second lately: those routed in the last window_s after its first
+        batch, over the time since that batch.
+
+        The clock starts at the window's first completions, never before: the time before
+        them (models loading, an idle folder) is not work, and dividing by it made a run's
+        first images read as slow. Their own batch only starts the clock: when its work began
+        is unknown. In a steady run this is the count over the window; while only one batch
+        is in the window, the count over the window says at least that much.
+        """
         now = time.time()
-        return int(self._redis.zcount(self._done_times, now - window_s, now)) / window_s
+        since = now - window_s
+        first = self._redis.zrangebyscore(self._done_times, since, now, start=0, num=1, withscores=True)
+        if not first:
+            return 0.0
+        started = float(first[0][1])
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(self._done_times, f"({started + SAME_BATCH_S}", now)
+        pipe.zcount(self._done_times, since, now)
+        after, count = (int(n) for n in pipe.execute())
+        return after / (now - started) if after else count / window_s
 
     def snapshot(self, *, window_s: float = RATE_WINDOW_S) -> Snapshot:
-        """Counts, jobs in flight and the rate over the last window_s (shorter for a run that
-        started less than a window ago, so that its first minute does not read as slow)."""
-        window_s = min(RATE_WINDOW_S, max(1.0, window_s))
+        """Counts, jobs in flight and the rate over the last window_s."""
         return Snapshot(counts=self.counts(), in_flight=self.size(), images_per_s=self.rate(window_s))

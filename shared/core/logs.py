@@ -34,12 +34,18 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-class _NoPythonWarningsWhenQuiet(logging.Filter):
-    """Python warnings (Celery's "running as root", library deprecations) are for the log
-    file: on a console that shows only kcap's warnings and errors they are noise."""
+# Warnings that are for the log file alone: on a console that shows only what a user must act
+# on they are noise. Python warnings (Celery's "running as root", library deprecations); the
+# hub's retries, each logged twice, which bury the error that names the model and what to do
+# (workers.captioning.loading); Flower asking workers that are still loading their models.
+FILE_ONLY_WARNINGS = ("py.warnings", "huggingface_hub.utils._http", "flower.inspector")
 
+
+class _QuietConsole(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != "py.warnings" or record.levelno > logging.WARNING or not console_is_quiet()
+        if record.name not in FILE_ONLY_WARNINGS or record.levelno > logging.WARNING:
+            return True
+        return not console_is_quiet()
 
 
 def _handler(handler: logging.Handler, level: str | int) -> logging.Handler:
@@ -59,7 +65,7 @@ def configure_logging(level: str | None = None) -> None:
     if _console is None:
         console_level = (os.environ.get(CONSOLE_LEVEL_ENV) or chosen).upper()
         _console = _handler(logging.StreamHandler(), console_level)
-        _console.addFilter(_NoPythonWarningsWhenQuiet())
+        _console.addFilter(_QuietConsole())
         root.addHandler(_console)
         logging.captureWarnings(True)
     log_file = os.environ.get(LOG_FILE_ENV)
@@ -86,10 +92,25 @@ def set_console(handler: logging.Handler | None = None, *, level: str | int | No
         if _console is not None:
             root.removeHandler(_console)
         _console = _handler(handler, level if level is not None else logging.WARNING)
-        _console.addFilter(_NoPythonWarningsWhenQuiet())
+        _console.addFilter(_QuietConsole())
         root.addHandler(_console)
     elif _console is not None and level is not None:
         _console.setLevel(level)
+
+
+def adopt_library_logger(name: str) -> None:
+    """A library logger that prints through a stderr handler of its own (huggingface_hub's
+    printed each line twice, transformers' bypassed the log file) logs through kcap's."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            logger.removeHandler(handler)
+    logger.propagate = True
+
+
+def console_level() -> int:
+    """The level of what this process shows on its console."""
+    return _console.level if _console is not None else logging.getLogger().getEffectiveLevel()
 
 
 def is_debug() -> bool:

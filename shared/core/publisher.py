@@ -14,6 +14,10 @@ from celery import Celery
 from shared.core.celery_app import CAPTION_TASK, ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.messages import Job, Result
 
+# The file names a route batch shows in Flower; a batch holds up to --batch-size results.
+SHOWN_NAMES = 8
+SHOWN_CHARS = 120  # of a long path, its end: the file name is what one searches for
+
 
 class Publisher(Protocol):
     def send_job(self, job: Job) -> None:
@@ -33,13 +37,36 @@ class CeleryPublisher:
     route_queue: str  # where this storage host's route worker listens
 
     def send_job(self, job: Job) -> None:
-        self.app.send_task(CAPTION_TASK, args=[job.to_dict(), self.route_queue], queue=self.caption_queue)
+        self.app.send_task(
+            CAPTION_TASK,
+            args=[job.to_dict(), self.route_queue],
+            queue=self.caption_queue,
+            **shown_as([job.rel_path]),
+        )
 
     def send_result(self, result: Result, *, queue: str) -> None:
-        self.app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=queue)
+        self.app.send_task(ROUTE_TASK, args=[result.to_dict()], queue=queue, **shown_as([result.rel_path]))
 
     def send_results(self, results: list[Result], *, queue: str) -> None:
-        self.app.send_task(ROUTE_BATCH_TASK, args=[[r.to_dict() for r in results]], queue=queue)
+        self.app.send_task(
+            ROUTE_BATCH_TASK,
+            args=[[r.to_dict() for r in results]],
+            queue=queue,
+            **shown_as([r.rel_path for r in results]),
+        )
+
+
+def shown_as(rel_paths: list[str], *, limit: int = SHOWN_NAMES) -> dict[str, str]:
+    """How Flower (and Celery's own log lines) show a task's arguments: the files it carries.
+
+    A message's arguments hold a job's image bytes and a result's whole record; Celery would
+    show a truncated repr of them. The names alone let Flower's search find a file's task.
+    """
+    ends = [path if len(path) <= SHOWN_CHARS else "..." + path[-SHOWN_CHARS:] for path in rel_paths[:limit]]
+    shown = [repr(end) for end in ends]
+    if len(rel_paths) > limit:
+        shown.append(f"... {len(rel_paths) - limit} more")
+    return {"argsrepr": f"[{', '.join(shown)}]", "kwargsrepr": "{}"}
 
 
 @dataclass

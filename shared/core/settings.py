@@ -32,6 +32,7 @@ STOCK_OPENINGS = (
     "In this image,|In the image,|This picture shows|The picture shows"
 )
 OPENING_PRESETS: dict[str, str] = {"training": STOCK_OPENINGS}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
@@ -40,6 +41,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "route_score": SCORE_METHODS,
     "threshold_family": ("", *SCORER_FAMILIES),
     "decoder": DECODER_CHOICES,
+    "log_level": LOG_LEVELS,
 }
 
 
@@ -146,8 +148,12 @@ class Settings:
     metrics_address: str = "0.0.0.0"
     name_prefix: str = ""  # worker names become <prefix>-gpu<N>@<host>
     stop_timeout_s: float = 30.0
+    # Every kcap process's level, the ones `kcap up`/`run` start included (they get it as
+    # KCAP_LOG_LEVEL). On their terminal only warnings show below DEBUG; the log files hold it all.
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log_level", str(self.log_level).upper())
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def test_the_demo_builds_its_models_and_images_and_routes_every_one(tmp_path: Pa
     assert landed["captioned"] and landed["clip_failed"], landed
     reason = json.loads((demo / "errors" / "broken.jpg.error.json").read_text())["reason"]
     assert "truncated" in reason or "cannot" in reason or "not an image" in reason, reason
-    for name in ("captioned", "clip_failed", "errors"):
-        assert f"{name}/" in done.stdout
+    # The run's summary counts what landed in each folder, and says where.
+    for label, name in (("output", "captioned"), ("clip-failed", "clip_failed"), ("errors", "errors")):
+        assert re.search(rf"^  {label} +{len(landed[name])}  {demo / name}$", done.stdout, re.M), done.stdout
+    assert "1 BadImageError: " in done.stdout
     assert "kcap report" in done.stdout and "kcap up --input-dir" in done.stdout

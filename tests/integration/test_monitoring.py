@@ -85,6 +85,13 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     assert status == 200, body
     assert {f"cpu@{HOST}", f"route@{HOST}"} <= set(json.loads(body))
     assert http_get(f"{flower_url}/api/workers")[0] == 401  # no login, no API
+    # Flower's search finds a file's tasks by its name (argsrepr): its caption and its route.
+    source = str(found["output"][0]["source"])
+    status, body = http_get(f"{flower_url}/api/tasks?search={source}", auth=LOGIN)
+    assert status == 200, body
+    tasks = json.loads(body).values()
+    assert {task["name"] for task in tasks} == {"kcap.caption", "kcap.route_batch"}, body
+    assert all(source in task["args"] and "image_b64" not in task["args"] for task in tasks), body
     # Flower's broker view reads the queues over the same (unix-socket) URL.
     status, body = http_get(f"{flower_url}/api/queues/length", auth=LOGIN)
     assert status == 200, body

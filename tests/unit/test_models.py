@@ -178,6 +178,25 @@ def test_a_missing_model_says_what_to_pass(tmp_path: Path) -> None:
         Captioner(str(tmp_path / "empty"), device=CPU, dtype=torch.float32)
 
 
+def test_every_model_that_cannot_be_had_is_named_at_once(tmp_path: Path) -> None:
+    settings = Settings(caption_model=str(tmp_path / "kosmos"), clip_model=str(tmp_path / "clip"))
+    with pytest.raises(ModelLoadError) as raised:
+        Engine.load(settings, eager_scorer=True)
+    message = str(raised.value)
+    assert message.startswith("2 models cannot be had:"), message
+    assert f"caption model not found at {tmp_path / 'kosmos'}" in message and "--caption-model DIR" in message
+    assert f"CLIP model not found at {tmp_path / 'clip'}" in message and "--clip-model DIR" in message
+    assert "kcap demo" not in message  # folders given: no hub to be cut off from
+
+
+def test_a_scorer_that_is_never_needed_is_not_asked_for(
+    tiny_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    kosmos, _ = tiny_models
+    settings = Settings(caption_model=str(kosmos), clip_model=str(tmp_path / "clip"))
+    assert Engine.load(settings, eager_scorer=False).captioner is not None  # no clip-failed folder, no CLIP
+
+
 def test_greedy_kosmos2_runs_on_the_static_decoder_and_the_record_says_so(
     tiny_models: tuple[Path, Path], engine: Engine
 ) -> None:

@@ -25,6 +25,7 @@ from workers.captioning.families.kosmos2.captioner import Caption, Captioner, wi
 from workers.captioning.families.kosmos2.kosmos2_decoder import Kosmos2Decoder, PromptInputs, pad_rows
 from workers.captioning.families.registry import load_for_settings
 from workers.captioning.fast_decode import FAST_DECODE_SHORT_SIDE, draft_to_short_side, reduce_to_short_side
+from workers.captioning.loading import adopt_library_logs, require_models
 from workers.captioning.memory import TRIM_AFTER_PIXELS, release_freed_memory
 from workers.captioning.pixel_budget import PixelBudget
 from workers.captioning.presize import presize
@@ -138,6 +139,11 @@ class Engine:
         """
         import transformers  # noqa: F401  (its lazy import is not model loading time)
 
+        adopt_library_logs()
+        models = [(settings.caption_model, "--caption-model", "caption model")]
+        if eager_scorer:
+            models.append((settings.clip_model, "--clip-model", "CLIP model"))
+        require_models(models)  # every model that cannot be had, named in one error
         device = pick_device()
         dtype = pick_dtype(settings.dtype, device)
         started = time.perf_counter()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
 from shared.core.errors import ModelLoadError
+from shared.core.logs import adopt_library_logger
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,19 +36,57 @@ def load_pretrained(loader: Callable[..., T], source: str, *, flag: str, what: s
         raise ModelLoadError(_explain(source, flag=flag, what=what, exc=exc)) from exc
 
 
+def adopt_library_logs() -> None:
+    """transformers' and the hub's records go through kcap's logging (the log file, the quiet
+    console) instead of handlers of their own on stderr."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+    adopt_library_logger("huggingface_hub")
+
+
+def require_models(models: list[tuple[str, str, str]]) -> None:
+    """Check that every (source, flag, what) can be had before any is loaded: one error naming
+    each that cannot, so a user supplies them all at once instead of one per try.
+
+    Reading a config alone is cheap; the configs are read at once, so a host cut off from the
+    hub waits out the hub's retries once, not once per model.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, len(models)), thread_name_prefix="kcap-model-check") as pool:
+        checks = [pool.submit(config_model_type, src, flag=flag, what=what) for src, flag, what in models]
+    failures = [(source, check.exception()) for (source, _, _), check in zip(models, checks, strict=True)]
+    problems = [(source, exc) for source, exc in failures if exc is not None]
+    for _, exc in problems:
+        if not isinstance(exc, ModelLoadError):
+            raise exc
+    if not problems:
+        return
+    from_hub = any(not _is_path(source) for source, _ in problems)
+    hint = " To try kcap without them: `kcap demo` builds tiny models here." if from_hub else ""
+    if len(problems) == 1:
+        raise ModelLoadError(f"{problems[0][1]}.{hint}")
+    listed = "".join(f"\n  - {exc}" for _, exc in problems)
+    raise ModelLoadError(f"{len(problems)} models cannot be had:{listed}\n{hint.strip()}".rstrip())
+
+
+def _is_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
 def _explain(source: str, *, flag: str, what: str, exc: BaseException) -> str:
     local = Path(source).expanduser()
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
     if local.exists():
         hint = f"the folder {local} exists but does not hold a loadable {what} ({type(exc).__name__}: {exc})"
         return f"{hint}: pass {flag} DIR with a folder written by save_pretrained"
-    if source.startswith((".", "/", "~")):
+    if _is_path(source):
         return f"{what} not found at {source}: no such folder; pass {flag} DIR"
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if offline:
         return (
-            f"{what} {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
-            f"({reason}); pre-download it on a host with internet "
+            f"{what} {source!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: "
+            f"pre-download it on a host with internet "
             f"(`hf download {source}`) or pass {flag} DIR"
         )
     return (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -68,6 +69,13 @@ def original_slices(caption: str) -> list[str]:
 
 def split_sentences(text: str) -> list[str]:
     return [s for s in (part.strip() for part in _SENTENCE_END.split(text.strip())) if s]
+
+
+def token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Tokens in each text. Only counted, never run through the model, so a long one is not
+    worth the tokenizer's "will result in indexing errors" warning (verbose=False)."""
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    return [len(ids) for ids in encoded]
 
 
 def chunk_caption(text: str, count_tokens: Any, *, budget: int) -> list[str]:
@@ -142,11 +150,7 @@ class Scorer:
         return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
     def chunks(self, caption: str) -> list[str]:
-        return chunk_caption(caption, self._count_tokens, budget=self.max_length - 2)
-
-    def _count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return chunk_caption(caption, partial(token_counts, self.tokenizer), budget=self.max_length - 2)
 
     # -- forward (device) ----------------------------------------------------
     @torch.inference_mode()

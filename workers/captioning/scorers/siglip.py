@@ -19,13 +19,14 @@ pixels do.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import torch
 from PIL import Image
 
 from workers.captioning.loading import load_model
-from workers.captioning.scorers.clip import Score, _embedding, chunk_caption
+from workers.captioning.scorers.clip import Score, _embedding, chunk_caption, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,7 @@ class SiglipScorer:
 
     def chunks(self, caption: str) -> list[str]:
         # No special tokens to leave room for: SigLIP's text has only an end token at most.
-        return chunk_caption(caption, self._count_tokens, budget=self.max_length - 1)
-
-    def _count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return chunk_caption(caption, partial(token_counts, self.tokenizer), budget=self.max_length - 1)
 
     # -- forward (device) ------------------------------------------------------
     @torch.inference_mode()
