@@ -1,0 +1,175 @@
+"""The route worker killed while it files a batch: every result still lands exactly once.
+
+A real `kcap router` gets one `kcap.route_batch` of 24 results for large JPEGs and is
+SIGKILLed while it copies them, three times over; a short visibility timeout brings the same
+message back each time. A redelivered batch is the same message, so a result that was only
+beside the copy the worker died in must not be counted as the killer, and a copy that the
+kill cut short (the image in place, its record not yet written) must be completed, never
+left as a bare image while the input lands elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from PIL import Image
+
+from shared.core.celery_app import ROUTE_BATCH_TASK
+from shared.core.messages import Result
+from shared.core.naming import METADATA_NAME, TEMP_PREFIX, job_id_for
+from shared.core.settings import Settings
+from tests.conftest import Processes, wait_for
+from tests.integration.helpers import children, records
+
+THRESHOLD = 15.0
+
+
+def large_jpegs(n: int, *, side: int = 1600, seed: int = 0) -> list[bytes]:
+    """n distinct JPEGs of noise, several MB each: copying one takes long enough for a kill
+    to land mid-copy. One encode, then a distinct comment segment (COM) in each, so making
+    24 of them costs a fraction of a second."""
+    noise = Image.frombytes("RGB", (side, side), hashlib.shake_256(str(seed).encode()).digest(side * side * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "JPEG", quality=95)
+    body = buffer.getvalue()
+    assert body[:2] == b"\xff\xd8"  # SOI; the comment goes right after it
+    out = []
+    for index in range(n):
+        comment = f"kcap test image {seed}-{index}".encode()
+        out.append(body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:])
+    return out
+
+
+def _result(name: str, data: bytes, *, score: float) -> Result:
+    sha = hashlib.sha256(data).hexdigest()
+    return Result(
+        job_id=job_id_for(name, sha),
+        rel_path=name,
+        content_sha256=sha,
+        ok=True,
+        caption=f"a photo named {name}",
+        score=score,
+        enqueued_at=time.time(),
+    )
+
+
+def _send_batch(settings: Settings, url: str, batch: list[Result]) -> None:
+    app = Celery("kcap-test", broker=url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    app.send_task(ROUTE_BATCH_TASK, args=[[r.to_dict() for r in batch]], queue=settings.route_queue)
+    app.close()
+
+
+def _route_process(supervisor: int) -> int:
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = children(supervisor)
+        return len(found) == 1
+
+    wait_for(one, timeout_s=60, what="the route worker process")
+    return found[0]
+
+
+def _copying(root: Path) -> bool:
+    """A copy is under way in root: one of kcap's temp files is there."""
+    return root.exists() and any(p.name.startswith(TEMP_PREFIX) for p in root.iterdir())
+
+
+def _assert_each_once(settings: Settings, expected: dict[str, str]) -> None:
+    """Each input in exactly its own folder, with its caption, record and dataset line; no
+    bare image anywhere; nothing filed as an error."""
+    roots = {"output": settings.output_dir, "clip_failed": settings.clip_failed_dir}
+    found = records(settings)
+    assert found["errors"] == [], [(r["source"], r["reason"]) for r in found["errors"]]
+    placed = {str(r["source"]): name for name, group in found.items() for r in group}
+    assert placed == expected
+    for name, root in roots.items():
+        assert root is not None
+        # kcap's temp files are not part of the dataset: the next `kcap up` sweeps those of a
+        # killed copy (shared.core.leftovers); everything else must be a complete placement.
+        files = sorted(p.name for p in root.iterdir() if not p.name.startswith(TEMP_PREFIX))
+        stems = sorted(Path(source).stem for source, where in expected.items() if where == name)
+        want = sorted([f"{s}.jpg" for s in stems] + [f"{s}.txt" for s in stems] + [f"{s}.json" for s in stems])
+        if stems:
+            want = sorted([*want, METADATA_NAME])
+        assert files == want, f"{name}: {sorted(set(files) ^ set(want))}"
+        if stems:
+            lines = [json.loads(line) for line in (root / METADATA_NAME).read_text().splitlines()]
+            assert sorted(line["file_name"] for line in lines) == sorted(f"{s}.jpg" for s in stems)
+    assert settings.errors_dir is not None
+    assert not settings.errors_dir.exists() or not list(settings.errors_dir.iterdir())
+
+
+@pytest.mark.slow  # three kills, the supervisor's back-off (1 + 2 + 4 s) and restarts: about 30 s
+def test_a_route_worker_killed_mid_batch_files_every_image_once(
+    make_settings: Callable[..., Settings], redis_url: str, procs: Processes
+) -> None:
+    settings = make_settings(broker_url=redis_url, visibility_timeout_s=2, threshold=THRESHOLD)
+    assert settings.input_dir is not None and settings.output_dir is not None
+    batch, expected = [], {}
+    for index, data in enumerate(large_jpegs(24, seed=5)):
+        name = f"big{index:02d}.jpg"
+        (settings.input_dir / name).write_bytes(data)
+        score = 30.0 if index % 3 else 5.0  # a third go to clip-failed
+        batch.append(_result(name, data, score=score))
+        expected[name] = "output" if score >= THRESHOLD else "clip_failed"
+
+    supervisor = procs.kcap("router", settings=settings)
+    _send_batch(settings, redis_url, batch)
+
+    def received() -> int:
+        return len(re.findall(rf"Task {re.escape(ROUTE_BATCH_TASK)}\[[^]]+\] received", procs.logs()))
+
+    destinations = [settings.output_dir, settings.clip_failed_dir]
+    kills = 0
+    for delivery in (1, 2, 3):
+        wait_for(lambda d=delivery: received() >= d, timeout_s=60, what=f"delivery {delivery}", logs=procs.tail)
+        child = _route_process(supervisor.pid)
+        deadline = time.monotonic() + 30
+        while not any(_copying(root) for root in destinations if root is not None):
+            assert time.monotonic() < deadline, f"no copy began in delivery {delivery}\n{procs.tail()}"
+            time.sleep(0.002)
+        os.kill(child, signal.SIGKILL)
+        kills += 1
+        wait_for(lambda c=child: children(supervisor.pid) not in ([], [c]), timeout_s=60, what="a new worker")
+    assert kills == 3
+    assert len(records(settings)["output"]) + len(records(settings)["clip_failed"]) < 24, "kills landed too late"
+
+    wait_for(
+        lambda: sum(len(group) for group in records(settings).values()) >= 24,
+        timeout_s=120,
+        what="all 24 filed",
+        logs=procs.tail,
+    )
+    wait_for(lambda: "succeeded" in procs.logs(), timeout_s=30, what="the batch acknowledged", logs=procs.tail)
+    _assert_each_once(settings, expected)
+    assert sorted(p.name for p in settings.input_dir.iterdir()) == sorted(expected)  # nothing deleted
+
+
+def test_the_same_result_twice_in_a_batch_is_filed_once(
+    make_settings: Callable[..., Settings], redis_url: str, procs: Processes
+) -> None:
+    # Results that finish together leave a worker in one message; a job delivered twice to
+    # the caption side (a stale-claim resend) can put the same result in one batch again.
+    settings = make_settings(broker_url=redis_url, threshold=THRESHOLD)
+    assert settings.input_dir is not None and settings.output_dir is not None
+    (twice, other) = large_jpegs(2, side=400, seed=6)
+    (settings.input_dir / "twice.jpg").write_bytes(twice)
+    (settings.input_dir / "other.jpg").write_bytes(other)
+    repeated = _result("twice.jpg", twice, score=30.0)
+    procs.kcap("router", settings=settings)
+    _send_batch(settings, redis_url, [repeated] * 8 + [_result("other.jpg", other, score=5.0)])
+
+    wait_for(lambda: "succeeded" in procs.logs(), timeout_s=60, what="the batch filed", logs=procs.tail)
+    _assert_each_once(settings, {"twice.jpg": "output", "other.jpg": "clip_failed"})
