@@ -38,7 +38,9 @@ def large_jpegs(n: int, *, side: int = 1600, seed: int = 0) -> list[bytes]:
     """n distinct JPEGs of noise, several MB each: copying one takes long enough for a kill
     to land mid-copy. One encode, then a distinct comment segment (COM) in each, so making
     24 of them costs a fraction of a second."""
-    noise = Image.frombytes("RGB", (side, side), hashlib.shake_256(str(seed).encode()).digest(side * side * 3))
+    noise = Image.frombytes(
+        "RGB", (side, side), hashlib.shake_256(str(seed).encode()).digest(side * side * 3)
+    )
     buffer = io.BytesIO()
     noise.save(buffer, "JPEG", quality=95)
     body = buffer.getvalue()
@@ -100,7 +102,9 @@ def _assert_each_once(settings: Settings, expected: dict[str, str]) -> None:
         # killed copy (shared.core.leftovers); everything else must be a complete placement.
         files = sorted(p.name for p in root.iterdir() if not p.name.startswith(TEMP_PREFIX))
         stems = sorted(Path(source).stem for source, where in expected.items() if where == name)
-        want = sorted([f"{s}.jpg" for s in stems] + [f"{s}.txt" for s in stems] + [f"{s}.json" for s in stems])
+        want = sorted(
+            [f"{s}.jpg" for s in stems] + [f"{s}.txt" for s in stems] + [f"{s}.json" for s in stems]
+        )
         if stems:
             want = sorted([*want, METADATA_NAME])
         assert files == want, f"{name}: {sorted(set(files) ^ set(want))}"
@@ -134,7 +138,9 @@ def test_a_route_worker_killed_mid_batch_files_every_image_once(
     destinations = [settings.output_dir, settings.clip_failed_dir]
     kills = 0
     for delivery in (1, 2, 3):
-        wait_for(lambda d=delivery: received() >= d, timeout_s=60, what=f"delivery {delivery}", logs=procs.tail)
+        wait_for(
+            lambda d=delivery: received() >= d, timeout_s=60, what=f"delivery {delivery}", logs=procs.tail
+        )
         child = _route_process(supervisor.pid)
         deadline = time.monotonic() + 30
         while not any(_copying(root) for root in destinations if root is not None):
@@ -144,7 +150,9 @@ def test_a_route_worker_killed_mid_batch_files_every_image_once(
         kills += 1
         wait_for(lambda c=child: children(supervisor.pid) not in ([], [c]), timeout_s=60, what="a new worker")
     assert kills == 3
-    assert len(records(settings)["output"]) + len(records(settings)["clip_failed"]) < 24, "kills landed too late"
+    assert len(records(settings)["output"]) + len(records(settings)["clip_failed"]) < 24, (
+        "kills landed too late"
+    )
 
     wait_for(
         lambda: sum(len(group) for group in records(settings).values()) >= 24,
@@ -152,7 +160,9 @@ def test_a_route_worker_killed_mid_batch_files_every_image_once(
         what="all 24 filed",
         logs=procs.tail,
     )
-    wait_for(lambda: "succeeded" in procs.logs(), timeout_s=30, what="the batch acknowledged", logs=procs.tail)
+    wait_for(
+        lambda: "succeeded" in procs.logs(), timeout_s=30, what="the batch acknowledged", logs=procs.tail
+    )
     _assert_each_once(settings, expected)
     assert sorted(p.name for p in settings.input_dir.iterdir()) == sorted(expected)  # nothing deleted
 

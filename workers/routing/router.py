@@ -26,6 +26,7 @@ from shared.core.naming import (
     candidate_placements,
     inside,
     links_outside,
+    resolves_inside,
     safe_relpath,
     sha256_file,
     sidecar_name_refusal,
@@ -84,10 +85,16 @@ class Router:
         self.host = socket.gethostname()
         # The route worker runs many threads: choosing a free name and taking it must be one
         # step, or a.jpg and a.png routed at once would both take the stem "a". Every name a
-        # job may take derives from its folder and stem, so one lock per (folder, stem)
-        # suffices, and images of other stems are filed side by side (their fsyncs overlap).
+        # job may take, in any root, derives from its sub-folder and stem, so one lock per
+        # (sub-folder, stem) suffices, and images of other stems are filed side by side
+        # (their fsyncs overlap).
         self._placing = [threading.Lock() for _ in range(_PLACING_STRIPES)]
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
+        # Roots that cannot hold an input (the input folder is not inside them): only there
+        # may kcap remove a partial placement of its own (_filed_elsewhere).
+        self._no_inputs = {
+            name for name, root in self.roots.items() if not resolves_inside(self.input_dir, root)
+        }
         # Per scorer family; warns at start when --threshold was given for another family.
         self.thresholds = Thresholds(
             settings.threshold, given_for=settings.threshold_family or scorer_family_of(settings.clip_model)
@@ -118,18 +125,10 @@ class Router:
         outcome = self.outcome_for(result)
         if outcome == ERRORS and result.error_class in UNSETTLED_ERROR_CLASSES:
             self._require_settled(source, result)
-        dest_dir = self._dest_dir(outcome, rel)
-        if outcome == ERRORS:
-            candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
-        else:
-            candidates = candidate_placements(
-                dest_dir,
-                rel.name,
-                result.content_sha256,
-                result.job_id,
-                caption_ext=self.settings.caption_ext,
-            )
-        with self._placing[hash((dest_dir, stem_of(rel.name))) % _PLACING_STRIPES]:
+        candidates = self._candidates(outcome, rel, result)
+        with self._placing[hash((rel.parent, stem_of(rel.name))) % _PLACING_STRIPES]:
+            if (elsewhere := self._filed_elsewhere(outcome, rel, result)) is not None:
+                return elsewhere
             placement, done = self._choose(candidates, result)
             if done is not None:
                 text = str(done.get("text", self._final_text(result)))
@@ -168,6 +167,55 @@ class Router:
         if rel.parent == PurePosixPath("."):
             return root
         return inside(root, str(rel.parent / "x")).parent
+
+    def _candidates(self, outcome: Outcome, rel: PurePosixPath, result: Result) -> list[Placement]:
+        dest_dir = self._dest_dir(outcome, rel)
+        if outcome == ERRORS:
+            return candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
+        return candidate_placements(
+            dest_dir, rel.name, result.content_sha256, result.job_id, caption_ext=self.settings.caption_ext
+        )
+
+    def _filed_elsewhere(self, outcome: Outcome, rel: PurePosixPath, result: Result) -> Routed | None:
+        """A job is filed in one folder only. Its finished placement in another folder stands
+        (an error for a result the route worker gave up on after it was filed, or a second
+        result of the job that scored otherwise, is not filed again). Its partial placements
+        in other folders (the image, perhaps the caption, but no record: a filing the route
+        worker died in) are removed first, so the input never sits in two folders."""
+        finished: tuple[Outcome, Placement, dict[str, Any]] | None = None
+        for other in self.roots:
+            if other == outcome:
+                continue
+            for placement in self._candidates(other, rel, result):
+                record = read_json(placement.record)
+                if record is None and other in self._no_inputs and self._is_ours(placement.image, result):
+                    self._remove_partial(placement, result)
+                elif record is not None and record.get("job_id") == result.job_id:
+                    finished = (other, placement, record)
+        if finished is None:
+            return None
+        other, placement, record = finished
+        self._ensure_metadata(other, placement, result, str(record.get("text", self._final_text(result))))
+        return Routed(other, placement, newly_placed=False, note=f"already routed to {other}")
+
+    def _is_ours(self, image: Path, result: Result) -> bool:
+        return image.is_file() and not image.is_symlink() and self._is_same_content(image, result)
+
+    def _remove_partial(self, placement: Placement, result: Result) -> None:
+        """kcap never deletes an input: this is its own copy of the job's image (same bytes,
+        in a folder no input lives in) whose record was never written, and the caption it
+        wrote beside it. A caption of other text (kept or extended by --existing) stays."""
+        log.warning(
+            "job %s: removing %s, left by a filing of it that never finished", result.job_id, placement.image
+        )
+        placement.image.unlink(missing_ok=True)
+        if placement.caption == placement.record or not result.caption:
+            return  # an error placement has no caption; an error result no text to know it by
+        try:
+            if placement.caption.read_text(encoding="utf-8") == self._final_text(result):
+                placement.caption.unlink()
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
 
     def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
         """The first placement that is ours or free, with its record when ours is finished."""
