@@ -5,7 +5,7 @@ SIGKILLed while it copies them, three times over; a short visibility timeout bri
 message back each time. A redelivered batch is the same message, so a result that was only
 beside the copy the worker died in must not be counted as the killer, and a copy that the
 kill cut short (the image in place, its record not yet written) must be completed, never
-left as a bare image while the input lands elsewhere.
+left as a bare image while the input lands elsewhere, and its temp files removed.
 """
 
 from __future__ import annotations
@@ -98,9 +98,8 @@ def _assert_each_once(settings: Settings, expected: dict[str, str]) -> None:
     assert placed == expected
     for name, root in roots.items():
         assert root is not None
-        # kcap's temp files are not part of the dataset: the next `kcap up` sweeps those of a
-        # killed copy (shared.core.leftovers); everything else must be a complete placement.
-        files = sorted(p.name for p in root.iterdir() if not p.name.startswith(TEMP_PREFIX))
+        # No temp file either: a result whose filing died removes the ones that filing left.
+        files = sorted(p.name for p in root.iterdir())
         stems = sorted(Path(source).stem for source, where in expected.items() if where == name)
         want = sorted(
             [f"{s}.jpg" for s in stems] + [f"{s}.txt" for s in stems] + [f"{s}.json" for s in stems]

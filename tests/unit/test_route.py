@@ -310,3 +310,20 @@ def test_nothing_is_removed_from_a_folder_that_holds_inputs(roots: Settings) -> 
     Router(settings).route(as_error(_result("a.jpg", b"x"), 3))
     assert (settings.input_dir / "a.jpg").read_bytes() == b"x"  # type: ignore[operator]
     assert (settings.input_dir / "a.txt").exists()  # type: ignore[operator]
+
+
+def test_a_filing_that_died_has_its_temp_files_removed_and_no_others(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"x")
+    out = roots.output_dir
+    assert out is not None
+    out.mkdir(parents=True)
+    cut_short = [out / ".kcap-tmp-0123456789ab-a.jpg", out / ".kcap-tmp-ba9876543210-a.txt"]
+    others = [
+        out / ".kcap-tmp-0123456789ab-xa.jpg",
+        out / ".kcap-tmp-0123456789ab-b-a.jpg",
+        out / "a.jpg.part",
+    ]
+    for path in cut_short + others:
+        path.write_bytes(b"half")
+    Router(roots).remove_cut_short(_result("a.jpg", b"x"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)

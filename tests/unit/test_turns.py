@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 import pytest
 import redis
 
-from shared.core.attempts import Attempts
+from shared.core.attempts import Attempts, Deaths
 from shared.core.broker import redis_client
 from shared.core.keys import keys_for
 from workers.routing.turns import FilingTurns, Turns
@@ -65,10 +65,10 @@ class Worker:
 
     def __init__(self, client: redis.Redis) -> None:
         self.turns = FilingTurns(Attempts(client, keys_for(""), "route"))
-        self._killed: list[AbstractContextManager[int]] = []
+        self._killed: list[AbstractContextManager[Deaths]] = []
 
-    def file(self, job_id: str) -> int:
-        """A filing that ends; how often the worker died on the job alone before it."""
+    def file(self, job_id: str) -> Deaths:
+        """A filing that ends; the deaths on the job before it."""
         with self.turns.filing(job_id) as deaths:
             return deaths
 
@@ -85,10 +85,10 @@ def test_only_a_death_while_filed_alone_counts_for_the_result(client: redis.Redi
     killed = [Worker(client) for _ in range(3)]
     killed[0].die_filing("killer", "bystander")  # side by side: nobody's own death
     first = killed[1]
-    assert first.file("bystander") == 0  # a suspect, filed alone: it ends, and is cleared
+    assert first.file("bystander") == Deaths(beside=1)  # a suspect, filed alone; it ends, cleared
     first.die_filing("killer")  # filed alone, and the worker dies again: its own death
     killed[2].die_filing("killer")
     last = Worker(client)
-    assert last.file("killer") == 2  # two deaths of its own; the shared one is not counted
-    assert last.file("bystander") == 0
-    assert last.file("killer") == 0  # its last filing ended: its deaths are forgotten
+    assert last.file("killer") == Deaths(alone=2, beside=1)  # two of its own, one shared
+    assert last.file("bystander") == Deaths()
+    assert last.file("killer") == Deaths()  # its last filing ended: its deaths are forgotten

@@ -12,10 +12,41 @@ from typing import Any, BinaryIO
 from shared.core.naming import TEMP_PREFIX
 
 _CHUNK = 1024 * 1024
+_TOKEN_HEX = 12  # hex digits that make each temp name unique
 
 
 def _temp_beside(target: Path) -> Path:
-    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(_TOKEN_HEX // 2)}-{target.name}")
+
+
+def remove_temps_of(targets: list[Path]) -> list[Path]:
+    """Remove the temp files of writes to these targets that never finished (their writer
+    died); returns them. Only this exact pattern is taken: another file's temps never match."""
+    removed = []
+    by_folder: dict[Path, set[str]] = {}
+    for target in targets:
+        by_folder.setdefault(target.parent, set()).add(target.name)
+    for folder, names in by_folder.items():
+        try:
+            entries = [entry.name for entry in os.scandir(folder)]
+        except FileNotFoundError:
+            continue
+        for name in entries:
+            if _temp_target(name) in names:
+                (folder / name).unlink(missing_ok=True)
+                removed.append(folder / name)
+    return removed
+
+
+def _temp_target(name: str) -> str | None:
+    """The target name of a temp file's name (see _temp_beside), or None."""
+    token = name[len(TEMP_PREFIX) : len(TEMP_PREFIX) + _TOKEN_HEX]
+    rest = name[len(TEMP_PREFIX) + _TOKEN_HEX :]
+    if not name.startswith(TEMP_PREFIX) or len(token) != _TOKEN_HEX or not rest.startswith("-"):
+        return None
+    if any(c not in "0123456789abcdef" for c in token):
+        return None
+    return rest[1:]
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:

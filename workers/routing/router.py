@@ -36,7 +36,7 @@ from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
 from shared.core.thresholds import Thresholds, scorer_family_of
-from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
+from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json, remove_temps_of
 from workers.routing.metadata import MetadataLog
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,20 @@ class Router:
         other, placement, record = finished
         self._ensure_metadata(other, placement, result, str(record.get("text", self._final_text(result))))
         return Routed(other, placement, newly_placed=False, note=f"already routed to {other}")
+
+    def remove_cut_short(self, result: Result) -> None:
+        """Remove the temp files of this job's writes that the route worker died in (its
+        filing is known to have died: the sweep would take them only after 10 minutes).
+        Such a job is filed alone, so none of them is a write in progress in this process."""
+        rel = safe_relpath(result.rel_path)
+        targets = [
+            path
+            for outcome in self.roots
+            for placement in self._candidates(outcome, rel, result)
+            for path in (placement.image, placement.caption, placement.record)
+        ]
+        for temp in remove_temps_of(targets):
+            log.info("job %s: removed %s, left by a filing of it that never finished", result.job_id, temp)
 
     def _is_ours(self, image: Path, result: Result) -> bool:
         return image.is_file() and not image.is_symlink() and self._is_same_content(image, result)

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from shared.core.attempts import Attempts
+from shared.core.attempts import Attempts, Deaths
 from shared.core.celery_app import ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.errors import DecodeError, UnsafePathError
@@ -174,10 +174,14 @@ def register_route_task(
         with turns.filing(result.job_id) as deaths:
             return file_in_turn(result, result_data, request, deaths)
 
-    def file_in_turn(result: Result, result_data: dict[str, Any], request: Any, deaths: int) -> Later | None:
+    def file_in_turn(
+        result: Result, result_data: dict[str, Any], request: Any, deaths: Deaths
+    ) -> Later | None:
         try:
-            if deaths >= settings.max_worker_deaths:
-                result = as_error(result, deaths)
+            if deaths.total:
+                router.remove_cut_short(result)  # what the writes the worker died in left
+            if deaths.alone >= settings.max_worker_deaths:
+                result = as_error(result, deaths.alone)
             route_result(result, router, inflight)
         except UnsafePathError as exc:
             log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared.core.attempts import Attempts
+from shared.core.attempts import Attempts, Deaths
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,10 @@ class FilingTurns:
         self._turns = Turns()
 
     @contextmanager
-    def filing(self, job_id: str) -> Iterator[int]:
-        """Hold the turn to file one result; yields how often the worker died on it alone.
-        The start is recorded once the turn is taken (its writes begin), and ends with the block."""
+    def filing(self, job_id: str) -> Iterator[Deaths]:
+        """Hold the turn to file one result; yields the deaths on it so far, of which only
+        `alone` are its own. The start is recorded once the turn is taken (its writes begin),
+        and ends with the block."""
         earlier = self._attempts.deaths(job_id)
         suspect = earlier.total > 0
         if suspect:
@@ -82,4 +83,4 @@ class FilingTurns:
             )
         turn = self._turns.alone() if suspect else self._turns.side_by_side()
         with turn, self._attempts.attempt(job_id, alone=suspect) as deaths:
-            yield deaths.alone
+            yield deaths
