@@ -11,7 +11,6 @@ left as a bare image while the input lands elsewhere, and its temp files removed
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -22,34 +21,15 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
-from PIL import Image
 
 from shared.core.celery_app import ROUTE_BATCH_TASK
 from shared.core.messages import Result
 from shared.core.naming import METADATA_NAME, TEMP_PREFIX, job_id_for
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
-from tests.integration.helpers import children, records
+from tests.integration.helpers import children, large_jpegs, records
 
 THRESHOLD = 15.0
-
-
-def large_jpegs(n: int, *, side: int = 1600, seed: int = 0) -> list[bytes]:
-    """n distinct JPEGs of noise, several MB each: copying one takes long enough for a kill
-    to land mid-copy. One encode, then a distinct comment segment (COM) in each, so making
-    24 of them costs a fraction of a second."""
-    noise = Image.frombytes(
-        "RGB", (side, side), hashlib.shake_256(str(seed).encode()).digest(side * side * 3)
-    )
-    buffer = io.BytesIO()
-    noise.save(buffer, "JPEG", quality=95)
-    body = buffer.getvalue()
-    assert body[:2] == b"\xff\xd8"  # SOI; the comment goes right after it
-    out = []
-    for index in range(n):
-        comment = f"kcap test image {seed}-{index}".encode()
-        out.append(body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:])
-    return out
 
 
 def _result(name: str, data: bytes, *, score: float) -> Result:
