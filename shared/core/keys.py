@@ -68,7 +68,7 @@ class Keys:
         return f"{self.prefix}blob:{job_id}"
 
     def attempts(self, queue: str, job_id: str) -> str:
-        """Counter with a TTL: starts of a job on a queue that never ended (shared.core.attempts)."""
+        """Hash with a TTL: starts of a job on a queue that never ended (shared.core.attempts)."""
         return f"{self.prefix}attempts:{queue}:{job_id}"
 
 

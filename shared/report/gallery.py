@@ -219,7 +219,7 @@ def _card(row: Row, report_dir: Path) -> str:
     phrases = ", ".join(escape(entity.phrase) for entity in row.entities if entity.boxes)
     shown_score = "no score" if row.clip_score is None else f"{row.clip_score:.2f}"
     # The shown path is cut with an ellipsis when long; the whole file path is on hover.
-    whole = escape(str(row.image_path or row.record_path))
+    whole = escape(shown(str(row.image_path or row.record_path)))
     link = (
         f'<a class="path" href="{escape(href)}" title="{whole}">'
         if href
@@ -250,7 +250,7 @@ def _errors(rows: list[Row]) -> str:
     if not rows:
         return ""
     body = "".join(
-        f'<tr><td title="{escape(str(row.image_path or row.record_path))}">{escape(row.path)}'
+        f'<tr><td title="{escape(shown(str(row.image_path or row.record_path)))}">{escape(row.path)}'
         f"{_moved_from(row)}</td><td>{escape(row.error or '')}</td>"
         f"<td>{escape(row.error_class or '')}</td></tr>"
         for row in rows

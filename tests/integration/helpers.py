@@ -26,6 +26,24 @@ def image_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def large_jpegs(n: int, *, side: int = 1600, seed: int = 0) -> list[bytes]:
+    """n distinct JPEGs of noise, several MB each: copying one takes long enough for a kill
+    to land mid-copy. One encode, then a distinct comment segment (COM) in each, so making
+    24 of them costs a fraction of a second."""
+    noise = Image.frombytes(
+        "RGB", (side, side), hashlib.shake_256(str(seed).encode()).digest(side * side * 3)
+    )
+    buffer = io.BytesIO()
+    noise.save(buffer, "JPEG", quality=95)
+    body = buffer.getvalue()
+    assert body[:2] == b"\xff\xd8"  # SOI; the comment goes right after it
+    out = []
+    for index in range(n):
+        comment = f"kcap test image {seed}-{index}".encode()
+        out.append(body[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + body[2:])
+    return out
+
+
 def job_for(data: bytes, options: CaptionOptions, rel: str = "x.png") -> Job:
     """The job the producer would send for these bytes at rel."""
     sha = hashlib.sha256(data).hexdigest()

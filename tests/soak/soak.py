@@ -23,7 +23,9 @@ What it does, in order:
    `kcap worker-process` (found through /proc under `kcap up`) 20-40 s after a worker process
    is (back) up; the clock starts at the respawn because kcap's restart back-off (1 s doubling
    to 60 s) resets only after a child stayed up 60 s, so at a fixed 20-40 s clock the back-off
-   climbs to 60 s and the soak would kill mostly loading workers; once, when
+   climbs to 60 s and the soak would kill mostly loading workers; once, while it copies one
+   of 24 large JPEGs (about 4 MB each, dropped together halfway through the drops), SIGKILL
+   the route worker: none of them may be filed as an error or left as a bare image; once, when
    about a third of the inputs are routed, stop the embedded redis-server that `kcap up`
    spawned (SIGTERM, or SIGKILL with --redis-signal KILL), watch for --redis-down-s seconds
    whether kcap notices or restarts it (it does not: that is reported), then start a
@@ -80,6 +82,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.integration.helpers import large_jpegs  # noqa: E402
 from tests.soak.hostile import (  # noqa: E402  (after the path fix, when run as a file)
     SOAK_MAX_PIXELS,
     dead_letters_total,
@@ -92,6 +95,9 @@ from tests.soak.hostile import (  # noqa: E402  (after the path fix, when run as
 )
 
 HOSTILE_KINDS = ("tall", "near-cap", "sidecar", "pause", "name", "deep")
+# Large JPEGs, dropped together so that they are filed in the same route batches, for the
+# route worker kill to land mid-copy; under SOAK_MAX_PIXELS, so they are captioned.
+LARGE_FOLDER, LARGE_COUNT, LARGE_SIDE = "large", 24, 1800
 FOLDERS = ("", "", "", "alpha", "beta", "beta/deep", "gamma/one/two", "delta", "epsilon/x")
 SIZES = ((16, 16), (48, 32), (64, 48), (200, 150), (333, 222), (640, 480), (1024, 768))
 
@@ -157,6 +163,11 @@ def plan(n: int, rng: random.Random) -> list[Action]:
     rng.shuffle(drops)
     # Duplicates: the same bytes under another name, placed after their original.
     actions = [Action("drop", d) for d in drops]
+    large = [
+        Action("drop", Drop(f"{LARGE_FOLDER}/big_{i:03d}.jpg", data, "large"))
+        for i, data in enumerate(large_jpegs(LARGE_COUNT, side=LARGE_SIDE, seed=rng.randrange(1000)))
+    ]
+    actions[len(actions) // 2 : len(actions) // 2] = large
     goods = [d for d in drops if not d.bad and d.kind != "name"]  # a copy's longer name may not fit
     for i in range(n_dup):
         original = rng.choice(goods)
@@ -330,6 +341,7 @@ class Soak:
         self.findings: list[str] = []
         self.stop_dropping = threading.Event()
         self.drops_done = threading.Event()
+        self.large_dropped = threading.Event()
         self.kill_gaps: list[float] = []
         self.stopped = False
         self.pending_kill: tuple[int, float] | None = None
@@ -529,6 +541,8 @@ class Soak:
                             continue  # two plans picked the same name: keep the first
                         self.dropped[drop.rel] = drop
                     self.counts[f"dropped {drop.kind}"] += 1
+                    if drop.kind == "large":
+                        self.large_dropped.set()
                     if drop.kind in ("slow", "pause"):
                         writer = self.write_slowly if drop.kind == "slow" else self.write_pausing
                         future = pool.submit(writer, drop)
@@ -569,8 +583,9 @@ class Soak:
         self.event(f"SIGKILL caption worker pid {pid}")
         self.pending_kill = (pid, time.monotonic())
 
-    def kill_the_router(self) -> None:
-        """SIGKILL the route worker mid-write: its temp files must be swept, nothing lost."""
+    def kill_the_router(self, why: str) -> None:
+        """SIGKILL the route worker mid-write: nothing lost, doubled, left half-placed or
+        filed as an error for it."""
         assert self.kcap is not None
         routers = [pid for pid, _, cmd in descendants(self.kcap.pid) if "router-process" in cmd]
         if not routers:
@@ -579,7 +594,24 @@ class Soak:
         with contextlib.suppress(ProcessLookupError):
             os.kill(routers[0], signal.SIGKILL)
         self.counts["router kills"] += 1
-        self.event(f"SIGKILL route worker pid {routers[0]}")
+        self.event(f"SIGKILL route worker pid {routers[0]} {why}")
+
+    def router_killer(self, until: float) -> None:
+        """Once the large JPEGs are dropped, kill the route worker the moment it copies one
+        (a temp file appears beside them), while the rest of its batch is in progress."""
+        if not self.large_dropped.wait(max(0.0, until - time.monotonic())):
+            return
+        folders = [self.output / LARGE_FOLDER, self.clip_failed / LARGE_FOLDER]
+        deadline = min(until, time.monotonic() + 180)
+        while time.monotonic() < deadline and not self.stop_dropping.is_set():
+            for folder in folders:
+                with contextlib.suppress(OSError):
+                    copying = [e.name for e in os.scandir(folder) if e.name.startswith(".kcap-tmp-")]
+                    if copying:
+                        self.kill_the_router(f"while it wrote {folder.name}/{copying[0]}")
+                        return
+            time.sleep(0.002)
+        self.kill_the_router("(it was not seen copying a large image)")
 
     def check_respawn(self) -> None:
         """Time from the last kill until a new worker process runs (the supervisor's back-off)."""
@@ -690,7 +722,11 @@ class Soak:
         self.event(
             f"a local client without the password tried Redis: {self.unauthenticated or 'all refused'}"
         )
-        poisoned = router_killed = False
+        poisoned = False
+        if not a.no_kills:
+            threading.Thread(
+                target=self.router_killer, args=(chaos_end,), name="router-killer", daemon=True
+            ).start()
         next_report = 0.0
         accounted = 0
         while time.monotonic() < chaos_end:
@@ -711,9 +747,6 @@ class Soak:
                 poisoned = True
                 self.poison_pushed = push_poison(self.broker_url() or url, ("caption", "route"))
                 self.event(f"pushed {self.poison_pushed} poison messages onto both queues")
-            if not router_killed and not a.no_kills and accounted >= n_inputs * 0.5:
-                router_killed = True
-                self.kill_the_router()
             if not redis_done and accounted >= n_inputs * a.redis_restart_at:
                 redis_done = True
                 self.restart_redis()
@@ -835,6 +868,7 @@ class Soak:
             ("  of which bad files", sum(d.bad for d in dropped.values())),
             ("  of which slow writers", sum(d.kind == "slow" for d in dropped.values())),
             ("  of which duplicate bytes", sum(d.kind == "dup" for d in dropped.values())),
+            ("  of which large JPEGs", sum(d.kind == "large" for d in dropped.values())),
             ("re-touched (same bytes)", sum(v for k, v in self.counts.items() if k.startswith("re-touched"))),
             ("routed to output", n["output"]),
             ("routed to clip-failed", n["clip_failed"]),

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shared.core import dead_letters as dl
-from shared.core.attempts import Attempts
+from shared.core.attempts import Attempts, Deaths
 from shared.core.broker import redis_client
 from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.embedded_redis import EmbeddedRedis
@@ -81,16 +81,34 @@ def test_kcap_status_shows_the_count_and_the_newest_reasons(redis_url: str) -> N
 def test_a_start_that_never_ended_counts_as_a_death(redis_url: str, redis_server: EmbeddedRedis) -> None:
     client = redis_client(redis_url)
     admin = redis_client(redis_server.admin_url)
-    attempts = Attempts(client, keys_for(""), "caption")
-    assert attempts.start("ab12") == 0
-    attempts.end("ab12")  # done, retried or given up: not a death
-    assert attempts.start("ab12") == 0
-    # The worker dies here twice: nothing ends those starts.
-    assert attempts.start("ab12") == 1
-    assert attempts.start("ab12") == 2
+    # Each Attempts stands for one worker process; `dead` is killed while on the job.
+    dead, live = Attempts(client, keys_for(""), "caption"), Attempts(client, keys_for(""), "caption")
+    attempt = live.start("ab12")
+    assert attempt.deaths == Deaths()
+    live.end(attempt)  # done, retried or given up: not a death
+    dead.start("ab12")
+    dead.start("ab12", alone=True)  # nothing ends either start: the process died twice on it
+    attempt = live.start("ab12")
+    assert attempt.deaths == Deaths(alone=1, beside=1) and attempt.deaths.total == 2
+    assert live.deaths("ab12") == Deaths(alone=1, beside=1)  # its own start is no death
     assert 0 < admin.ttl("kcap:attempts:caption:ab12") <= 24 * 3600
-    attempts.end("ab12")
-    assert attempts.start("ab12") == 0
-    assert Attempts(client, keys_for(""), "route").start("ab12") == 0  # per queue
+    live.end(attempt)  # done at last: its deaths are forgotten
+    assert live.start("ab12").deaths == Deaths()
+    assert Attempts(client, keys_for(""), "route").start("ab12").deaths == Deaths()  # per queue
     client.close()
     admin.close()
+
+
+def test_a_job_started_twice_at_once_in_one_process_is_no_death(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    attempts, other_process = Attempts(client, keys_for(""), "route"), Attempts(client, keys_for(""), "route")
+    first = attempts.start("cd34")
+    second = attempts.start("cd34")  # another thread of the same process, on the same job
+    assert second.deaths == Deaths()
+    with attempts.attempt("cd34") as deaths:
+        assert deaths == Deaths()
+    attempts.end(first)  # the second is still at work: its start stays recorded
+    assert other_process.deaths("cd34") == Deaths(beside=1)  # as it would if this process died now
+    attempts.end(second)
+    assert other_process.deaths("cd34") == Deaths()
+    client.close()

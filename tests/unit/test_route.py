@@ -11,7 +11,9 @@ from shared.core.errors import UnsafePathError
 from shared.core.messages import Result
 from shared.core.naming import job_id_for
 from shared.core.settings import Settings
+from workers.routing.atomic import _temp_beside
 from workers.routing.router import Router
+from workers.routing.task import as_error
 
 
 @pytest.fixture
@@ -242,3 +244,83 @@ def test_the_record_keeps_the_inputs_size_and_mtime_for_a_fast_restart(roots: Se
     record = json.loads((roots.output_dir / "a.json").read_text())  # type: ignore[operator]
     stat = source.stat()
     assert (record["source_size"], record["source_mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+
+
+def _partial(settings: Settings, data: bytes, caption: str) -> None:
+    """What a route worker killed between its writes leaves: the image and its caption in
+    output, but no record and no dataset line."""
+    assert settings.output_dir is not None
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    (settings.output_dir / "a.jpg").write_bytes(data)
+    (settings.output_dir / "a.txt").write_text(caption)
+
+
+@pytest.mark.parametrize(
+    ("caption", "kept"),
+    [
+        ("a red square on a white wall", []),  # the caption it wrote goes with the image
+        ("hand-made caption", ["a.txt"]),  # one that --existing kept is not kcap's to remove
+    ],
+)
+def test_a_partial_placement_is_removed_before_its_job_is_filed_as_an_error(
+    roots: Settings, caption: str, kept: list[str]
+) -> None:
+    _drop(roots, "a.jpg", b"x")
+    _drop(roots, "b.jpg", b"y")
+    router = Router(roots)
+    router.route(_result("b.jpg", b"y"))  # a neighbour, untouched
+    good = _result("a.jpg", b"x")
+    _partial(roots, b"x", caption)
+    routed = router.route(as_error(good, 3))  # the route worker died on it 3 times
+    assert routed.outcome == "errors" and routed.newly_placed
+    out, errors = roots.output_dir, roots.errors_dir
+    assert out is not None and errors is not None
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["b.jpg", "b.json", "b.txt", "metadata.jsonl", *kept]
+    )
+    assert "a.jpg" not in (out / "metadata.jsonl").read_text()
+    assert (errors / "a.jpg").read_bytes() == b"x"
+    assert json.loads((errors / "a.jpg.error.json").read_text())["error_class"] == "WorkerDied"
+    assert (roots.input_dir / "a.jpg").read_bytes() == b"x"  # type: ignore[operator]  # inputs stay
+
+
+def test_a_job_filed_in_one_folder_is_not_filed_in_another(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"x")
+    router = Router(roots)
+    good = _result("a.jpg", b"x")
+    router.route(good)
+    # Given up on after its record was written (the death came before the attempt ended):
+    again = router.route(as_error(good, 3))
+    assert again.outcome == "output" and not again.newly_placed
+    # A second result of the job that scored otherwise (another GPU's rounding):
+    assert router.route(replace(good, score=1.0)).outcome == "output"
+    assert not roots.errors_dir.exists()  # type: ignore[union-attr]
+    assert not roots.clip_failed_dir.exists()  # type: ignore[union-attr]
+    # And the other way round: filed as an error first, its good result is not filed again.
+    _drop(roots, "b.jpg", b"y")
+    router.route(as_error(_result("b.jpg", b"y"), 3))
+    assert router.route(_result("b.jpg", b"y")).outcome == "errors"
+    assert not (roots.output_dir / "b.jpg").exists()  # type: ignore[operator]
+
+
+def test_nothing_is_removed_from_a_folder_that_holds_inputs(roots: Settings) -> None:
+    # The output folder is the input folder: an image there without a record is an input.
+    settings = roots.replace(output_dir=roots.input_dir)
+    _drop(settings, "a.jpg", b"x")
+    (settings.input_dir / "a.txt").write_text("a red square on a white wall")  # type: ignore[operator]
+    Router(settings).route(as_error(_result("a.jpg", b"x"), 3))
+    assert (settings.input_dir / "a.jpg").read_bytes() == b"x"  # type: ignore[operator]
+    assert (settings.input_dir / "a.txt").exists()  # type: ignore[operator]
+
+
+def test_a_filing_that_died_has_its_temp_files_removed_and_no_others(roots: Settings) -> None:
+    _drop(roots, "a.jpg", b"x")
+    out = roots.output_dir
+    assert out is not None
+    out.mkdir(parents=True)
+    cut_short = [_temp_beside(out / "a.jpg"), _temp_beside(out / "a.txt")]
+    others = [_temp_beside(out / "xa.jpg"), _temp_beside(out / "b-a.jpg"), out / "a.jpg.part"]
+    for path in cut_short + others:
+        path.write_bytes(b"half")
+    Router(roots).remove_cut_short(_result("a.jpg", b"x"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in others)

@@ -177,18 +177,17 @@ def register_caption_task(
     @app.task(name=CAPTION_TASK, bind=True, max_retries=CAPTION_RETRIES, Strategy=strategy)
     def caption(self: Task, job_data: dict[str, Any], reply_queue: str) -> None:
         job = Job.from_dict(job_data)  # GuardedStrategy let through only jobs
-        deaths = attempts.start(job.job_id)
-        try:
-            if deaths >= max_worker_deaths:
-                result = died_result(job, deaths, worker=worker)
+        # The attempt ends with this block, whichever way: not a death. A death beside the
+        # killer counts too: a caption batch dies as one (see shared.core.attempts).
+        with attempts.attempt(job.job_id) as earlier:
+            if earlier.total >= max_worker_deaths:
+                result = died_result(job, earlier.total, worker=worker)
             else:
                 image = stored_image(job)
                 if job.image_stored and image is None:
                     return  # nothing to caption; see stored_image
                 result = caption_or_retry(self, job, image)
             sender.send(result, queue=reply_queue)
-        finally:
-            attempts.end(job.job_id)  # this attempt ended here, whichever way: not a death
 
     def stored_image(job: Job) -> bytes | None:
         """The bytes of a job whose image is stored beside the message, or None."""

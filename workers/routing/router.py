@@ -29,6 +29,7 @@ from shared.core.naming import (
     is_utf8,
     last_resort_error_placement,
     links_outside,
+    resolves_inside,
     safe_relpath,
     sha256_file,
     shown,
@@ -39,7 +40,7 @@ from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
 from shared.core.thresholds import Thresholds, scorer_family_of
-from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json
+from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json, remove_temps_of
 from workers.routing.lasting import cannot_file, heals_by_waiting
 from workers.routing.metadata import MetadataLog
 
@@ -89,10 +90,16 @@ class Router:
         self.host = socket.gethostname()
         # The route worker runs many threads: choosing a free name and taking it must be one
         # step, or a.jpg and a.png routed at once would both take the stem "a". Every name a
-        # job may take derives from its folder and stem, so one lock per (folder, stem)
-        # suffices, and images of other stems are filed side by side (their fsyncs overlap).
+        # job may take, in any root, derives from its sub-folder and stem, so one lock per
+        # (sub-folder, stem) suffices, and images of other stems are filed side by side
+        # (their fsyncs overlap).
         self._placing = [threading.Lock() for _ in range(_PLACING_STRIPES)]
         self.metadata = {name: MetadataLog(root) for name, root in self.roots.items() if name != ERRORS}
+        # Roots that cannot hold an input (the input folder is not inside them): only there
+        # may kcap remove a partial placement of its own (_filed_elsewhere).
+        self._no_inputs = {
+            name for name, root in self.roots.items() if not resolves_inside(self.input_dir, root)
+        }
         # Per scorer family; warns at start when --threshold was given for another family.
         self.thresholds = Thresholds(
             settings.threshold, given_for=settings.threshold_family or scorer_family_of(settings.clip_model)
@@ -156,21 +163,15 @@ class Router:
         outcome = ERRORS if last_resort else self.outcome_for(result)
         if outcome == ERRORS and result.error_class in UNSETTLED_ERROR_CLASSES:
             self._require_settled(source, result)
-        dest_dir = self._dest_dir(outcome, rel)
         if last_resort:
-            dest_dir = self.roots[ERRORS]
-            candidates = [last_resort_error_placement(dest_dir, rel.name, result.job_id)]
-        elif outcome == ERRORS:
-            candidates = candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
+            candidates = [last_resort_error_placement(self.roots[ERRORS], rel.name, result.job_id)]
         else:
-            candidates = candidate_placements(
-                dest_dir,
-                rel.name,
-                result.content_sha256,
-                result.job_id,
-                caption_ext=self.settings.caption_ext,
-            )
-        with self._placing[hash((dest_dir, stem_of(rel.name))) % _PLACING_STRIPES]:
+            candidates = self._candidates(outcome, rel, result)
+        # By the input's folder and stem, not the destination's: one job's filings in the
+        # three folders take one lock (see _filed_elsewhere).
+        with self._placing[hash((rel.parent, stem_of(rel.name))) % _PLACING_STRIPES]:
+            if (elsewhere := self._filed_elsewhere(outcome, rel, result)) is not None:
+                return elsewhere
             placement, done = self._choose(candidates, result)
             if done is not None:
                 text = str(done.get("text", self._final_text(result)))
@@ -210,6 +211,74 @@ class Router:
             return root
         folder = inside(root, str(rel.parent / "x")).parent
         return error_dir_for(root, rel.parent) if outcome == ERRORS else folder
+
+    def _candidates(self, outcome: Outcome, rel: PurePosixPath, result: Result) -> list[Placement]:
+        dest_dir = self._dest_dir(outcome, rel)
+        if outcome == ERRORS:
+            return candidate_error_placements(dest_dir, rel.name, result.content_sha256, result.job_id)
+        return candidate_placements(
+            dest_dir, rel.name, result.content_sha256, result.job_id, caption_ext=self.settings.caption_ext
+        )
+
+    def _filed_elsewhere(self, outcome: Outcome, rel: PurePosixPath, result: Result) -> Routed | None:
+        """A job is filed in one folder only. Its finished placement in another folder stands
+        (an error for a result the route worker gave up on after it was filed, or a second
+        result of the job that scored otherwise, is not filed again). Its partial placements
+        in other folders (the image, perhaps the caption, but no record: a filing the route
+        worker died in) are removed first, so the input never sits in two folders."""
+        finished: tuple[Outcome, Placement, dict[str, Any]] | None = None
+        for other in self.roots:
+            if other == outcome:
+                continue
+            try:
+                for placement in self._candidates(other, rel, result):
+                    record = read_json(placement.record)
+                    if record is None and other in self._no_inputs and self._is_ours(placement.image, result):
+                        self._remove_partial(placement, result)
+                    elif record is not None and record.get("job_id") == result.job_id:
+                        finished = (other, placement, record)
+            except OSError as exc:
+                if heals_by_waiting(exc):
+                    raise
+                continue  # no name there can be reached (a path past PATH_MAX): nothing filed there
+        if finished is None:
+            return None
+        other, placement, record = finished
+        self._ensure_metadata(other, placement, result, str(record.get("text", self._final_text(result))))
+        return Routed(other, placement, newly_placed=False, note=f"already routed to {other}")
+
+    def remove_cut_short(self, result: Result) -> None:
+        """Remove the temp files of this job's writes that the route worker died in (its
+        filing is known to have died: the sweep would take them only after 10 minutes).
+        Such a job is filed alone, so none of them is a write in progress in this process."""
+        rel = safe_relpath(result.rel_path)
+        targets = [
+            path
+            for outcome in self.roots
+            for placement in self._candidates(outcome, rel, result)
+            for path in (placement.image, placement.caption, placement.record)
+        ]
+        for temp in remove_temps_of(targets):
+            log.info("job %s: removed %s, left by a filing of it that never finished", result.job_id, temp)
+
+    def _is_ours(self, image: Path, result: Result) -> bool:
+        return image.is_file() and not image.is_symlink() and self._is_same_content(image, result)
+
+    def _remove_partial(self, placement: Placement, result: Result) -> None:
+        """kcap never deletes an input: this is its own copy of the job's image (same bytes,
+        in a folder no input lives in) whose record was never written, and the caption it
+        wrote beside it. A caption of other text (kept or extended by --existing) stays."""
+        log.warning(
+            "job %s: removing %s, left by a filing of it that never finished", result.job_id, placement.image
+        )
+        placement.image.unlink(missing_ok=True)
+        if placement.caption == placement.record or not result.caption:
+            return  # an error placement has no caption; an error result no text to know it by
+        try:
+            if placement.caption.read_text(encoding="utf-8") == self._final_text(result):
+                placement.caption.unlink()
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
 
     def _choose(self, candidates: list[Placement], result: Result) -> tuple[Placement, dict[str, Any] | None]:
         """The first placement that is ours or free, with its record when ours is finished."""

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 
-from shared.core.attempts import Attempts
+from shared.core.attempts import Attempts, Deaths
 from shared.core.celery_app import ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.dead_letters import DeadLetter, DeadLetters
 from shared.core.errors import DecodeError, UnsafePathError
@@ -28,6 +28,7 @@ from shared.core.metrics import observe_routed
 from shared.core.outcomes import Outcome
 from shared.core.settings import Settings
 from workers.routing.router import InputNotSettled, Routed, Router
+from workers.routing.turns import FilingTurns
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,20 @@ def check_route_batch_arguments(args: list[Any], kwargs: dict[str, Any]) -> None
             raise DecodeError(f"item {index} is not a result: {exc}", payload=exc.payload) from exc
 
 
+def once_each(results_data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch's results, each job once (its first result): a job delivered twice to the
+    caption side can come back twice in one batch, and filed side by side the two would race."""
+    first: dict[str, dict[str, Any]] = {}
+    for data in results_data:
+        if first.setdefault(str(data["job_id"]), data) is not data:
+            log.info("job %s: in this batch more than once; filing its first result", data["job_id"])
+    return list(first.values())
+
+
 def as_error(result: Result, deaths: int) -> Result:
     """A result the route worker died on `deaths` times, as an error: the input still lands
-    in errors, with a record saying why, and nothing of the result is written."""
+    in errors, with a record saying why, and nothing of the result is written. It keeps its
+    caption, by which the router knows a caption file left by a filing it died in."""
     reason = f"route worker died {deaths} time{'' if deaths == 1 else 's'} on this result"
     log.error("job %s (%s): %s; filing it as an error", result.job_id, result.rel_path, reason)
     return Result(
@@ -127,6 +139,7 @@ def as_error(result: Result, deaths: int) -> Result:
         rel_path=result.rel_path,
         content_sha256=result.content_sha256,
         ok=False,
+        caption=result.caption,
         error_reason=reason,
         error_class="WorkerDied",
         worker=result.worker,
@@ -151,14 +164,24 @@ def register_route_task(
     # A batch's results are filed side by side, as many at once as the route threads of
     # one-result messages would be: on network storage their fsyncs overlap.
     filing = ThreadPoolExecutor(ROUTE_THREADS, thread_name_prefix="kcap-file")
+    turns = FilingTurns(attempts)
 
     def file_one(result_data: dict[str, Any], request: Any) -> Later | None:
         """Route one result; what to route again later, or None when it is done with."""
         result = Result.from_dict(result_data)  # GuardedStrategy let through only results
-        deaths = attempts.start(result.job_id)
+        # The attempt is recorded once this result's turn comes (a suspect waits to be filed
+        # alone), and ends with the block whichever way it ends: not a death.
+        with turns.filing(result.job_id) as deaths:
+            return file_in_turn(result, result_data, request, deaths)
+
+    def file_in_turn(
+        result: Result, result_data: dict[str, Any], request: Any, deaths: Deaths
+    ) -> Later | None:
         try:
-            if deaths >= settings.max_worker_deaths:
-                result = as_error(result, deaths)
+            if deaths.total:
+                router.remove_cut_short(result)  # what the writes the worker died in left
+            if deaths.alone >= settings.max_worker_deaths:
+                result = as_error(result, deaths.alone)
             route_result(result, router, inflight)
         except UnsafePathError as exc:
             log.error("job %s: refused path %r: %s", result.job_id, result.rel_path, exc)
@@ -187,8 +210,6 @@ def register_route_task(
                 delay,
             )
             return Later(result_data, delay)
-        finally:
-            attempts.end(result.job_id)  # this attempt ended here, whichever way: not a death
         return None
 
     def route_again(task: Task, later: list[Later], *, as_batch: bool) -> None:
@@ -211,7 +232,7 @@ def register_route_task(
     @app.task(name=ROUTE_BATCH_TASK, bind=True, max_retries=None, Strategy=batch)
     def route_batch(self: Task, results_data: list[dict[str, Any]]) -> None:
         request = self.request
-        filed = list(filing.map(lambda data: file_one(data, request), results_data))
+        filed = list(filing.map(lambda data: file_one(data, request), once_each(results_data)))
         route_again(self, [later for later in filed if later is not None], as_batch=True)
 
     return route, route_batch
