@@ -194,6 +194,9 @@ def test_long_names_are_filed_with_every_sidecar_and_collision_within_name_max(
             data = f"png {name} {i}".encode()
             (settings.input_dir / name).write_bytes(data)
             assert router.route(_result(name, data, ok=True, caption="a", score=30.0)).outcome == "output"
+            # Other bytes under the same name: another job (a job is filed in one folder only).
+            data += b" rewritten"
+            (settings.input_dir / name).write_bytes(data)
             bad = _result(name, data, ok=False, error_reason="not an image", error_class="BadImageError")
             os.utime(settings.input_dir / name, (time.time() - 60, time.time() - 60))
             assert router.route(bad).outcome == "errors"  # <name>.error.json: +11 bytes
