@@ -13,7 +13,7 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 
-from shared.cli import demo, export, flower, report, router, run, status, up, watch, worker
+from shared.cli import demo, export, flower, report, router, run, shards, status, up, watch, worker
 from shared.cli.exits import Exit
 from shared.core.errors import KcapError
 from shared.core.logs import configure_logging
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
+    shards.add_submit_parser(commands)
     return parser
 
 

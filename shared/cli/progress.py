@@ -21,6 +21,7 @@ import redis
 from shared.core.inflight import InFlight, Snapshot
 from shared.core.logs import set_console
 from shared.core.outcomes import Outcome
+from shared.core.shard_board import ShardBoard, ShardSnapshot, ShardState
 
 log = logging.getLogger("kcap.progress")
 
@@ -32,6 +33,18 @@ def progress_line(snapshot: Snapshot) -> str:
         f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
         f"errors {counts[Outcome.ERRORS]}  in flight {snapshot.in_flight}  "
         f"{snapshot.images_per_s:.2f} img/s (last minute)  ETA {eta}"
+    )
+
+
+def shard_progress_line(snapshot: ShardSnapshot) -> str:
+    """Dataset mode's line: samples by outcome, shards by state, samples/s and the ETA."""
+    samples, shards = snapshot.samples, snapshot.shards
+    eta = "-" if snapshot.eta_s is None else f"{snapshot.eta_s:.0f}s"
+    return (
+        f"samples: output {samples[Outcome.OUTPUT]}  clip-failed {samples[Outcome.CLIP_FAILED]}  "
+        f"errors {samples[Outcome.ERRORS]}  |  shards: done {shards[ShardState.DONE]}  "
+        f"running {shards[ShardState.RUNNING]}  failed {shards[ShardState.FAILED]}  "
+        f"remaining {shards[ShardState.QUEUED]}  |  {snapshot.samples_per_s:.2f} samples/s  ETA {eta}"
     )
 
 
@@ -61,6 +74,7 @@ class Progress:
         live: bool | None = None,
     ) -> None:
         self.inflight: InFlight | None = None  # set by watch() once the broker is up
+        self.shards: ShardBoard | None = None  # dataset mode: set by watch_shards()
         self.title = title
         self.log_dir = log_dir
         self.log_every_s = log_every_s
@@ -83,11 +97,20 @@ class Progress:
         self.inflight = inflight
         self._started = time.monotonic()
 
+    def watch_shards(self, board: ShardBoard) -> None:
+        """Show dataset mode's counts (samples and shards) instead of the hot folder's."""
+        self.shards = board
+        self._started = time.monotonic()
+
     def _snapshot_line(self) -> str:
-        if self.inflight is None:
+        if self.inflight is None and self.shards is None:
             return "starting: broker, workers and models"
         try:
-            return progress_line(self.inflight.snapshot(window_s=time.monotonic() - self._started))
+            window_s = time.monotonic() - self._started
+            if self.shards is not None:
+                return shard_progress_line(self.shards.snapshot(window_s=window_s))
+            assert self.inflight is not None
+            return progress_line(self.inflight.snapshot(window_s=window_s))
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"

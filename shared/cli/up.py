@@ -10,8 +10,7 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, log_dir, make_folders
-from shared.core.logs import is_debug, log_to_file, set_console
+from shared.cli.stack import Stack, make_folders, start_logging
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,7 @@ def up(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_folders()
     make_folders(settings)
-    verbose = is_debug()
-    logs = log_dir(settings)
-    log_to_file(logs / "kcap.log")
-    if not verbose:
-        set_console(level=logging.WARNING)
+    verbose, logs = start_logging(settings)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

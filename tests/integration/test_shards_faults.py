@@ -1,0 +1,128 @@
+"""Dataset mode under faults and against the hot folder, on real parts: a caption worker
+SIGKILLed mid-shard (its retry overwrites the same names; every key once), and parity: the
+same images through `kcap run --input-dir` and through shards get the same caption, entities,
+score and outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shared.core.broker import redis_client
+from shared.core.settings import Settings
+from shared.core.shard_board import ShardBoard, ShardState
+from tests.conftest import Processes, wait_for
+from tests.integration.helpers import children, records
+from tests.integration.shard_helpers import (
+    markers,
+    read_parquets,
+    read_tars,
+    run_shards,
+    shard_args,
+    shard_settings,
+    tiny_pngs,
+    write_tar_shard,
+)
+
+
+def _worker_process(root: int) -> int | None:
+    """The pid of the caption worker process under a `kcap run` (run > kcap worker > it)."""
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker-process" in argv:
+            return pid
+        stack.extend(children(pid))
+    return None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_redone_once(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
+) -> None:
+    pngs = tiny_pngs(120, seed=8)
+    write_tar_shard(tmp_path / "in" / "big.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)])
+    # Few rows and long captions: the shard takes long enough to be killed in the middle.
+    settings = make_settings(visibility_timeout_s=6, decoder_slots=2, batch_size=2, max_new_tokens=24)
+    base = tmp_path
+    process = procs.kcap("run", *shard_args(str(tmp_path / "in"), base), settings=shard_settings(settings))
+    state = settings.state_dir
+    wait_for(
+        lambda: (state / "broker_url").exists(), timeout_s=60, what="the embedded Redis", logs=procs.tail
+    )
+    client = redis_client((state / "broker_url").read_text().strip(), decode_responses=True)
+    board = ShardBoard(client, settings.keys)
+
+    def running_with_samples() -> bool:
+        entries = list(board.entries().values())
+        return bool(entries) and entries[0].state is ShardState.RUNNING and entries[0].samples > 0
+
+    try:
+        wait_for(running_with_samples, timeout_s=120, what="the shard under way", logs=procs.tail)
+        victim = _worker_process(process.pid)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        assert list((base / "output").glob(".kcap-tmp*")) or not (base / "output" / "big.tar").exists()
+        process.wait(timeout=240)
+    finally:
+        board.close()
+    assert process.returncode == 0, procs.tail()
+    keys = [f"k{i:03d}" for i in range(120)]
+    assert sorted(read_tars(base / "output")) == keys  # each key once, nothing partial
+    rows = read_parquets(base / "captions")
+    assert sorted(row["key"] for row in rows) == keys
+    done = markers(base / "captions")
+    assert done["big"]["counts"] == {"output": 120}
+
+
+@pytest.mark.slow
+def test_the_hot_folder_and_shards_give_the_same_captions_scores_and_outcomes(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
+) -> None:
+    pngs = tiny_pngs(8, seed=13)
+    settings = make_settings(threshold=None)  # the default threshold: some fail, some pass
+    assert settings.input_dir is not None
+    for i, data in enumerate(pngs):
+        (settings.input_dir / f"k{i:03d}.png").write_bytes(data)
+    hot = procs.kcap("run", settings=settings)
+    hot.wait(timeout=180)
+    assert hot.returncode == 0, procs.tail()
+    by_key = {
+        Path(str(r["source"])).stem: r
+        for group in ("output", "clip_failed")
+        for r in records(settings)[group]
+    }
+    assert len(by_key) == 8
+
+    write_tar_shard(tmp_path / "in" / "same.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)])
+    shards = run_shards(
+        procs, settings.replace(state_dir=tmp_path / "state2"), str(tmp_path / "in"), tmp_path / "ds"
+    )
+    assert shards.returncode == 0, shards.stdout
+    filed = {**read_tars(tmp_path / "ds" / "output"), **read_tars(tmp_path / "ds" / "clip_failed")}
+    assert sorted(filed) == sorted(by_key)
+    for key, sample in filed.items():
+        record, hot_record = json.loads(sample["json"]), by_key[key]
+        for field in (
+            "caption",
+            "text",
+            "entities",
+            "outcome",
+            "threshold",
+            "clip_score_method",
+            "width",
+            "height",
+        ):
+            assert record[field] == hot_record[field], (key, field)
+        # Batched with other images either way: float32 rounding over CLIP's dot products.
+        assert record["clip_score"] == pytest.approx(hot_record["clip_score"], rel=1e-5)
+        assert set(record) >= set(hot_record) - {"source_size", "source_mtime_ns", "_path"}

@@ -1,0 +1,145 @@
+"""Filing a shard job's samples, the route worker's work in shard form.
+
+Each sample's result gets its outcome from the same threshold rule as the router
+(shared.core.thresholds.outcome_for) and the same record as the hot folder's sidecar
+(shared.core.sidecar.caption_record), and lands in exactly one of OUT/{chunk}.tar or
+FAILED/{chunk}.tar (with `--shard-output full`), and always as one row of
+CAPTIONS/{chunk}.parquet, errors included. Nothing is visible under a final name until
+commit(); an exception aborts every writer (shared.shards.writing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from contextlib import ExitStack
+from typing import Any
+
+from shared.core.messages import Result, ShardJob
+from shared.core.outcomes import Outcome
+from shared.core.sidecar import caption_record
+from shared.core.scoring import ScorerFamily
+from shared.core.thresholds import Thresholds, outcome_for
+from shared.shards.reading import Sample
+from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
+
+log = logging.getLogger(__name__)
+
+
+def join_url(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+class ShardFiler:
+    """The writers of one shard job, and the counts of what went where."""
+
+    def __init__(self, job: ShardJob, *, worker: str, storage_options: dict[str, Any] | None) -> None:
+        self.job = job
+        self.worker = worker
+        self.counts: Counter[str] = Counter()
+        self.errors: list[dict[str, str]] = []  # the first few, for the marker
+        # The planner sends the family as the router would pick it (the storage host's view).
+        self.thresholds = Thresholds(job.threshold, given_for=job.threshold_family or ScorerFamily.CLIP.value)
+        self._stack = ExitStack()
+        options = storage_options or None
+        self.captions = self._stack.enter_context(
+            CaptionsParquetWriter(join_url(job.captions_url, f"{job.chunk}.parquet"), storage_options=options)
+        )
+        self.tars: dict[Outcome, TarShardWriter] = {}
+        if job.shard_output == "full":
+            destinations = {Outcome.OUTPUT: job.output_url, Outcome.CLIP_FAILED: job.clip_failed_url}
+            for outcome, root in destinations.items():
+                if root is not None:
+                    writer = TarShardWriter(join_url(root, f"{job.chunk}.tar"), storage_options=options)
+                    self.tars[outcome] = self._stack.enter_context(writer)
+
+    @property
+    def outputs(self) -> list[str]:
+        """The URLs this job writes, for the marker."""
+        urls = [join_url(self.job.captions_url, f"{self.job.chunk}.parquet")]
+        if self.job.shard_output == "full":
+            for root in (self.job.output_url, self.job.clip_failed_url):
+                if root is not None:
+                    urls.append(join_url(root, f"{self.job.chunk}.tar"))
+        return urls
+
+    def threshold(self, result: Result) -> float | None:
+        """The threshold this result's score is compared with (None: not scored), as the router's."""
+        if not self.job.options.score or result.score is None:
+            return None
+        return self.thresholds.for_family(result.score_family)
+
+    def file(self, sample: Sample, result: Result) -> Outcome:
+        """Put one sample's result in its place; returns where it went."""
+        threshold = self.threshold(result)
+        outcome = outcome_for(ok=result.ok, score=result.score, threshold=threshold)
+        if outcome is Outcome.CLIP_FAILED and Outcome.CLIP_FAILED not in self.tars and self.tars:
+            raise RuntimeError("a clip-failed sample without a clip-failed destination")  # never: no scoring
+        text = f"{self.job.caption_prefix}{result.caption}{self.job.caption_suffix}" if result.ok else ""
+        record: dict[str, Any] = {}
+        if outcome is not Outcome.ERRORS:
+            record = caption_record(
+                result,
+                image=f"{sample.key}.{sample.image_ext}",
+                outcome=outcome,
+                text=text,
+                threshold=threshold,
+                filed_by=self.worker,
+            )
+            record.update(key=sample.key, source_shard=self.job.url)
+            tar = self.tars.get(outcome)
+            if tar is not None:
+                tar.add(sample.key, sample.image_ext, sample.image, text, record)
+        else:
+            if len(self.errors) < 20:
+                self.errors.append(
+                    {"key": sample.key, "member": sample.member, "reason": result.error_reason}
+                )
+        self.captions.add(self.row(sample, result, outcome, text, threshold))
+        self.counts[outcome.value] += 1
+        return outcome
+
+    def row(
+        self, sample: Sample, result: Result, outcome: Outcome, text: str, threshold: float | None
+    ) -> dict[str, Any]:
+        """The sample's Parquet row (shared.shards' schema): the record's fields, flat."""
+        return {
+            "key": sample.key,
+            "source_shard": self.job.url,
+            "member": sample.member,
+            "caption": result.caption,
+            "text": text,
+            "entities": json.dumps(result.entities, ensure_ascii=False),
+            "clip_score": result.score,
+            "clip_score_method": result.score_method or None,
+            "clip_score_original": result.score_original,
+            "clip_score_sentence_chunks": result.score_sentence_chunks,
+            "clipscore": result.clipscore,
+            "threshold": threshold,
+            "outcome": outcome.value,
+            "caption_model": result.caption_model or None,
+            "clip_model": (result.clip_model if result.score is not None else None) or None,
+            "prompt": result.prompt or None,
+            "decoder": result.decoder or None,
+            "width": result.width or None,
+            "height": result.height or None,
+            "content_sha256": result.content_sha256,
+            "error_reason": result.error_reason or None,
+            "error_class": result.error_class or None,
+            "worker": result.worker or self.worker,
+        }
+
+    def commit(self) -> None:
+        """Put every output in place: the tars first, the Parquet (which lists them all) last."""
+        for tar in self.tars.values():
+            tar.commit()
+        self.captions.commit()
+        self._stack.close()
+
+    def abort(self) -> None:
+        """Remove every temporary; nothing is left under a final name."""
+        for tar in self.tars.values():
+            tar.abort()
+        self.captions.abort()
+        self._stack.close()
