@@ -19,9 +19,10 @@ from shared.core.errors import ConfigError
 from shared.core.messages import ShardJob, shard_job_id
 from shared.core.settings import Settings
 from shared.core.thresholds import scorer_family_of
-from shared.shards.markers import read_markers, settings_hash
+from shared.shards.markers import Decision, ShardDecision, decide, read_markers, settings_hash
 from shared.shards.reading import count_samples
-from shared.shards.sources import ShardRef, list_shards
+from shared.shards.refs import ShardRef
+from shared.shards.sources import list_shards
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,7 @@ class Plan:
     jobs: list[ShardJob]
     expected: dict[str, int | None]  # job id -> samples, when known
     skipped: list[str]  # chunk names done already with these settings
-    refused: list[str]  # chunk names done with other settings (no --overwrite)
-
-    @property
-    def refusal(self) -> str:
-        names = ", ".join(self.refused[:5]) + (" ..." if len(self.refused) > 5 else "")
-        return (
-            f"{len(self.refused)} shard(s) ({names}) were captioned with other settings: pass --overwrite "
-            "to caption them again under the same names, or give another --captions-dir (and output folders)"
-        )
+    refused: dict[str, ShardDecision]  # chunk names done with other settings (no --overwrite)
 
 
 def request_settings_hash(settings: Settings, request: ShardRequest) -> str:
@@ -111,15 +104,18 @@ def plan(settings: Settings, request: ShardRequest) -> Plan:
     jobs: list[ShardJob] = []
     expected: dict[str, int | None] = {}
     skipped: list[str] = []
-    refused: list[str] = []
+    refused: dict[str, ShardDecision] = {}
     for ref in refs:
         count = count_samples(ref, storage_options=options) if ref.kind == "parquet" else None
         if request.chunk_size and count is None and ref.kind == "tar":
             log.info("%s: a tar shard is one job (its sample count is not known before reading it)", ref.name)
         for name, start, stop in chunks_of(ref, count, request.chunk_size):
-            marker = markers.get(name)
-            if marker is not None and not request.overwrite:
-                (skipped if marker.settings_hash == digest else refused).append(name)
+            decision = decide(name, markers, digest, overwrite=request.overwrite)
+            if decision.action is Decision.SKIP:
+                skipped.append(name)
+                continue
+            if decision.action is Decision.REFUSE:
+                refused[name] = decision
                 continue
             job = ShardJob(
                 job_id=shard_job_id(ref.url, start, stop, digest),

@@ -123,12 +123,12 @@ def shard_request(args: argparse.Namespace) -> tuple[Any, Settings]:
 
 def _plan(settings: Settings, request: Any) -> Any:
     from producer.shard_plan import plan
+    from shared.shards.markers import refuse_mixed
 
     found = plan(settings, request)
     if found.skipped:
         log.warning("%d shard(s) already done with these settings: skipped", len(found.skipped))
-    if found.refused:
-        raise ConfigError(found.refusal)
+    refuse_mixed(found.refused)  # a ConfigError naming the first, with what to do
     return found
 
 

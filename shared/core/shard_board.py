@@ -149,11 +149,11 @@ class ShardBoard:
 
     def entries(self) -> dict[str, ShardEntry]:
         raw = self._redis.hgetall(self._keys.shards)
-        return {str(job_id): ShardEntry.decode(value) for job_id, value in raw.items()}
+        return {str(job_id): ShardEntry.decode(str(value)) for job_id, value in raw.items()}
 
     def entry(self, job_id: str) -> ShardEntry | None:
         raw = self._redis.hget(self._keys.shards, job_id)
-        return None if raw is None else ShardEntry.decode(raw)
+        return None if raw is None else ShardEntry.decode(str(raw))
 
     def snapshot(self, *, window_s: float = RATE_WINDOW_S) -> ShardSnapshot:
         window_s = min(RATE_WINDOW_S, max(1.0, window_s))

@@ -3,10 +3,12 @@ outputs read back with webdataset and `datasets`, and `kcap run --input-shards` 
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import subprocess
 import tarfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,15 @@ def read_tars(folder: Path) -> dict[str, dict[str, Any]]:
     tars = sorted(str(p) for p in folder.glob("*.tar"))
     if not tars:
         return found
-    for sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
-        key = str(sample["__key__"])
-        assert key not in found, f"{key} is twice in {folder}"
-        found[key] = sample
+    # webdataset 1.0 drops each shard's file without closing it (tar_file_iterator's `del
+    # stream`): that ResourceWarning is webdataset's own, and only it is let pass here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        for sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
+            key = str(sample["__key__"])
+            assert key not in found, f"{key} is twice in {folder}"
+            found[key] = sample
+        gc.collect()
     return found
 
 

@@ -10,18 +10,20 @@ commit(); an exception aborts every writer (shared.shards.writing).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
 from contextlib import ExitStack
 from typing import Any
 
+from shared.core.errors import ShardWriteError
 from shared.core.messages import Result, ShardJob
 from shared.core.outcomes import Outcome
-from shared.core.sidecar import caption_record
 from shared.core.scoring import ScorerFamily
+from shared.core.sidecar import caption_record
 from shared.core.thresholds import Thresholds, outcome_for
-from shared.shards.reading import Sample
+from shared.shards.refs import Sample
 from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class ShardFiler:
         self.job = job
         self.worker = worker
         self.counts: Counter[str] = Counter()
-        self.errors: list[dict[str, str]] = []  # the first few, for the marker
+        self.errors: Counter[str] = Counter()  # error samples by class, for the marker
         # The planner sends the family as the router would pick it (the storage host's view).
         self.thresholds = Thresholds(job.threshold, given_for=job.threshold_family or ScorerFamily.CLIP.value)
         self._stack = ExitStack()
@@ -55,13 +57,10 @@ class ShardFiler:
                     self.tars[outcome] = self._stack.enter_context(writer)
 
     @property
-    def outputs(self) -> list[str]:
-        """The URLs this job writes, for the marker."""
-        urls = [join_url(self.job.captions_url, f"{self.job.chunk}.parquet")]
-        if self.job.shard_output == "full":
-            for root in (self.job.output_url, self.job.clip_failed_url):
-                if root is not None:
-                    urls.append(join_url(root, f"{self.job.chunk}.tar"))
+    def outputs(self) -> dict[str, str]:
+        """The URLs this job writes, by role, for the marker."""
+        urls = {"captions": self.captions.url}
+        urls.update({outcome.value: tar.url for outcome, tar in self.tars.items()})
         return urls
 
     def threshold(self, result: Result) -> float | None:
@@ -74,10 +73,7 @@ class ShardFiler:
         """Put one sample's result in its place; returns where it went."""
         threshold = self.threshold(result)
         outcome = outcome_for(ok=result.ok, score=result.score, threshold=threshold)
-        if outcome is Outcome.CLIP_FAILED and Outcome.CLIP_FAILED not in self.tars and self.tars:
-            raise RuntimeError("a clip-failed sample without a clip-failed destination")  # never: no scoring
         text = f"{self.job.caption_prefix}{result.caption}{self.job.caption_suffix}" if result.ok else ""
-        record: dict[str, Any] = {}
         if outcome is not Outcome.ERRORS:
             record = caption_record(
                 result,
@@ -89,13 +85,14 @@ class ShardFiler:
             )
             record.update(key=sample.key, source_shard=self.job.url)
             tar = self.tars.get(outcome)
-            if tar is not None:
-                tar.add(sample.key, sample.image_ext, sample.image, text, record)
-        else:
-            if len(self.errors) < 20:
-                self.errors.append(
-                    {"key": sample.key, "member": sample.member, "reason": result.error_reason}
-                )
+            try:
+                if tar is not None:
+                    tar.add(sample.key, sample.image_ext, sample.image, text, record)
+            except ShardWriteError as exc:  # a key or extension a tar cannot hold: refused, not added
+                result = dataclasses.replace(result, ok=False, error_reason=str(exc), error_class="Refused")
+                outcome, text = Outcome.ERRORS, ""
+        if outcome is Outcome.ERRORS:
+            self.errors[result.error_class or "Error"] += 1
         self.captions.add(self.row(sample, result, outcome, text, threshold))
         self.counts[outcome.value] += 1
         return outcome

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from shared.core.errors import BadImageError
 from shared.core.messages import Job, Result, ShardJob
-from shared.shards.reading import Sample
+from shared.shards.refs import Sample
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.task import (
     CAPTION_RETRIES,

@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import fsspec
 from celery import Celery, Task
 
 from shared.core.attempts import Attempts
@@ -32,17 +31,19 @@ from shared.core.errors import DecodeError
 from shared.core.message_guard import GuardedStrategy
 from shared.core.messages import ShardJob
 from shared.core.metrics import observe_shard_samples
-from shared.core.storage_env import storage_options_from_env
 from shared.core.shard_board import PROGRESS_EVERY, PROGRESS_EVERY_S, ShardBoard, ShardEntry, ShardState
+from shared.core.storage_env import storage_options_from_env
 from shared.shards.markers import DoneMarker, write_marker
 from shared.shards.reading import read_samples
-from shared.shards.sources import ShardRef
+from shared.shards.refs import ShardRef
+from shared.shards.staging import StagedFile
 from workers.captioning.shard_files import ShardFiler, join_url
 from workers.captioning.shard_samples import ShardPipeline
 
 log = logging.getLogger(__name__)
 
 SHARD_RETRIES = 2
+FAILED_FOLDER = "_failed"  # CAPTIONS/_failed/{chunk}.json: why a shard job was given up on
 SHARD_MESSAGE_LIMIT_BYTES = 64 * 1024
 # Shard jobs one worker runs side by side; more deliveries wait for a turn. Two: one shard's
 # tail finishes while the next fills the batches.
@@ -171,16 +172,13 @@ class ShardWorker:
             raise
         marker = DoneMarker(
             name=job.chunk,
-            counts=dict(filer.counts),
-            errors=filer.errors,
-            started=started,
-            finished=time.time(),
-            worker=self.worker,
             settings_hash=job.settings_hash,
-            outputs=filer.outputs,
+            counts=dict(filer.counts),
+            errors=dict(filer.errors),
             source=job.url,
-            start=job.start,
-            stop=job.stop,
+            outputs=filer.outputs,
+            worker=self.worker,
+            started_at=started,
         )
         write_marker(job.captions_url, marker, storage_options=self.storage_options or None)  # last
         done = ShardEntry(
@@ -217,9 +215,14 @@ class ShardWorker:
             "settings_hash": job.settings_hash,
         }
         try:
-            url = join_url(join_url(job.captions_url, "_failed"), f"{job.chunk}.json")
-            with fsspec.open(url, "w", **self.storage_options) as handle:
-                handle.write(json.dumps(report, indent=1))
+            url = join_url(join_url(job.captions_url, FAILED_FOLDER), f"{job.chunk}.json")
+            staged = StagedFile(url, storage_options=self.storage_options or None)
+            try:
+                staged.handle.write(json.dumps(report, indent=1).encode("utf-8"))
+            except BaseException:
+                staged.abort()
+                raise
+            staged.commit()
         except Exception as exc:  # the board still says why
             log.warning("shard %s: cannot write its failure report (%s)", job.chunk, exc)
         entry = ShardEntry(
