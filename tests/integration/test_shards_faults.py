@@ -76,6 +76,10 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_redone_once(
     finally:
         board.close()
     assert process.returncode == 0, procs.tail()
+    # The new worker took the shard once its lease ran out, and threw the dead one's
+    # half-written temporaries away before writing the same names again.
+    worker_log = (state / "logs" / "worker.log").read_text()
+    assert "left by a worker that died" in worker_log, procs.tail()
     keys = [f"k{i:03d}" for i in range(120)]
     assert sorted(read_tars(base / "output")) == keys  # each key once, nothing partial
     rows = read_parquets(base / "captions")
