@@ -20,6 +20,7 @@ from shared.core.broker import redis_client
 from shared.core.embedded_redis import EmbeddedRedis, find_redis_server
 from shared.core.errors import BrokerError
 from shared.core.settings import Settings
+from tests.s3_server import s3_server, s3_storage  # noqa: F401 (fixtures: moto S3, a bucket per test)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -37,3 +37,11 @@ class BrokerError(KcapError):
 
 class WorkerDiedError(KcapError):
     """A job's worker died on it too many times (shared.core.attempts): it goes to errors."""
+
+
+class ShardSourceError(KcapError):
+    """Input shards cannot be listed or opened: nothing matches, or the store cannot be reached."""
+
+
+class ShardWriteError(KcapError):
+    """An output shard cannot be written as asked (a key or column it cannot hold, a closed writer)."""

@@ -1,0 +1,124 @@
+"""A file written under a temporary name and put in place whole, or not at all.
+
+Local: the temporary file sits in the destination folder (`.kcap-tmp-{token}-{name}`, the name
+kcap's leftover cleaner knows), is fsynced, then `os.replace`d over the final name, and the
+folder is fsynced so the rename survives a power cut.
+
+Object stores: the bytes stream to `{folder}/_tmp/{token}-{name}`; commit completes that upload,
+then copies it to the final key (a server-side copy, which readers see whole or not at all) and
+removes the temporary. Nothing is ever opened for writing under the final key, so neither an
+exception nor a kill can leave a partial object there: s3fs's file `close()` completes a
+multipart upload even when called from `__exit__` after an exception (the hole img2dataset has),
+so abort discards the upload instead of closing it, and a killed process leaves at most an
+incomplete upload or an object under `_tmp/`, never under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from typing import IO
+
+from fsspec.spec import AbstractBufferedFile
+
+from shared.core.errors import ShardWriteError
+from shared.core.naming import TEMP_PREFIX
+from shared.shards.storage import StorageOptions, base_name, filesystem, full_url, is_local
+
+log = logging.getLogger(__name__)
+
+REMOTE_TEMP_FOLDER = "_tmp"
+
+
+class StagedFile:
+    """One output file in the making. Write to `handle`, then `commit()` or `abort()` once."""
+
+    def __init__(self, dest_url: str, *, storage_options: StorageOptions | None = None) -> None:
+        self.fs, self.path = filesystem(dest_url, storage_options)
+        self.url = full_url(self.fs, self.path)
+        name = base_name(self.path)
+        folder = self.path.rstrip("/").rsplit("/", 1)[0]
+        token = secrets.token_hex(6)
+        self.local = is_local(self.fs)
+        if self.local:
+            os.makedirs(folder, exist_ok=True)
+            self.temp = os.path.join(folder, f"{TEMP_PREFIX}{token}-{name}")
+            self.handle: IO[bytes] = open(self.temp, "xb")  # noqa: SIM115 (closed by commit or abort)
+        else:
+            self.temp = f"{folder}/{REMOTE_TEMP_FOLDER}/{token}-{name}"
+            self.handle = self.fs.open(self.temp, "wb")
+        self.done = False
+
+    def commit(self) -> str:
+        """Put the file in place under its final name; returns its URL."""
+        if self.done:
+            raise ShardWriteError(f"{self.url} was already committed or aborted: open a new writer")
+        self.done = True
+        try:
+            if self.local:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+                self.handle.close()
+                os.replace(self.temp, self.path)
+            else:
+                self.handle.close()  # completes the upload, under the temporary key
+                self.fs.copy(self.temp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        if self.local:
+            _fsync_folder(os.path.dirname(self.path))
+        else:
+            self._remove_remote_temp()
+        log.debug("committed %s", self.url)
+        return self.url
+
+    def abort(self) -> None:
+        """Throw the temporary away; the final name is untouched. Safe to call twice."""
+        if self.done:
+            return
+        self.done = True
+        self._discard()
+
+    def _discard(self) -> None:
+        if self.local:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
+            return
+        handle = self.handle
+        if isinstance(handle, AbstractBufferedFile):
+            if not handle.closed:
+                # Abort the multipart upload, then mark the file closed so neither close() nor
+                # its __del__ ever completes it.
+                with contextlib.suppress(Exception):
+                    handle.discard()
+                handle.closed = True
+        else:
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._remove_remote_temp()
+
+    def _remove_remote_temp(self) -> None:
+        try:
+            self.fs.rm(self.temp)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # the store is gone: the temporary stays under _tmp/, say so
+            log.warning("could not remove the temporary %s (%s): it is never read as output", self.temp, exc)
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the rename itself is already done
+    finally:
+        os.close(fd)
