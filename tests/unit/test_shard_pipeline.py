@@ -4,7 +4,9 @@ tiny Engine and Batcher (order, bounded memory, parity with the hot folder's cap
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from producer.shard_plan import chunks_of
+from shared.cli.progress import shard_progress_line
+from shared.core.attempts import Attempts
 from shared.core.broker import redis_client
 from shared.core.errors import DecodeError
 from shared.core.keys import KOMBU_UNACKED_INDEX, keys_for
@@ -20,12 +24,14 @@ from shared.core.messages import CaptionOptions, ShardJob, shard_job_id
 from shared.core.outcomes import Outcome
 from shared.core.settings import Settings
 from shared.core.shard_board import ShardBoard, ShardEntry, ShardState, snapshot_of
+from shared.core.status import render
 from shared.core.thresholds import outcome_for
 from shared.shards.refs import Sample, ShardRef
 from tests.integration.helpers import image_bytes
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.shard_samples import ShardPipeline, sample_job
+from workers.captioning.shard_task import ShardWorker
 from workers.captioning.task import caption_job
 from workers.tiny.images import tiny_images
 
@@ -223,3 +229,139 @@ def test_samples_come_back_in_order_with_the_hot_folders_results_and_bounded_mem
         # Batched with other samples or alone: float32 rounding over CLIP's dot products of a
         # few dozen terms (~64 x 1.2e-7 relative), nothing more.
         assert result.score == pytest.approx(hot.score, rel=1e-5)
+
+
+@pytest.fixture
+def shard_worker(
+    engine: Engine, batcher: Batcher[CaptionOptions, Prepared, Captioned], redis_url: str
+) -> Iterator[ShardWorker]:
+    client = redis_client(redis_url)
+    pipeline = ShardPipeline(engine, batcher, worker="w1", window=4, prepare_threads=2)
+    board = ShardBoard(redis_client(redis_url, decode_responses=True), keys_for(""))
+    worker = ShardWorker(
+        pipeline,
+        board,
+        Attempts(client, keys_for(""), "shards"),
+        worker="w1",
+        max_worker_deaths=3,
+        visibility_timeout_s=9,
+    )
+    yield worker
+    pipeline.stop()
+    board.close()
+    client.close()
+
+
+def _local_job(tmp_path: Path, n: int = 3) -> ShardJob:
+    pngs = [image_bytes(image) for image in tiny_images(n, seed=4)]
+    path = tmp_path / "in" / "a.tar"
+    path.parent.mkdir(parents=True)
+    with tarfile.open(path, "w") as tar:
+        for i, data in enumerate(pngs):
+            info = tarfile.TarInfo(f"k{i}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ref = ShardRef(url=str(path), name="a", kind="tar")
+    return _job(
+        job_id=shard_job_id(ref.url, 0, None, "ab" * 32),
+        shard=ref.to_dict(),
+        chunk="a",
+        output_url=str(tmp_path / "out"),
+        clip_failed_url=str(tmp_path / "failed"),
+        captions_url=str(tmp_path / "captions"),
+        threshold=-1000.0,
+    )
+
+
+def test_a_shard_its_worker_died_on_too_often_is_failed_with_a_report_and_no_marker(
+    shard_worker: ShardWorker, tmp_path: Path, redis_url: str
+) -> None:
+    job = _local_job(tmp_path)
+    client = redis_client(redis_url)
+    client.set(keys_for("").attempts("shards", job.job_id), 3)  # three starts that never ended
+    client.close()
+    shard_worker.handle(job, task_id=None, final_try=False)
+    entry = shard_worker.board.entry(job.job_id)
+    assert entry is not None and entry.state is ShardState.FAILED and "died 3 times" in entry.reason
+    report = json.loads((tmp_path / "captions" / "_failed" / "a.json").read_text())
+    assert report["reason"] == entry.reason and report["source"] == job.url
+    assert not (tmp_path / "captions" / "_done").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_second_delivery_waits_for_the_live_lease_and_does_not_redo_the_shard(
+    shard_worker: ShardWorker, tmp_path: Path
+) -> None:
+    job = _local_job(tmp_path)
+    board = shard_worker.board
+    assert board.take_lease(job.job_id, "w-other", ttl_s=30)  # another worker has it
+    board.update(job.job_id, ShardEntry(ShardState.RUNNING, "a", worker="w-other"))
+    second = threading.Thread(
+        target=shard_worker.handle, args=(job,), kwargs={"task_id": None, "final_try": False}
+    )
+    second.start()
+    time.sleep(1.5)
+    assert second.is_alive()  # waiting, not working: nothing written
+    assert not (tmp_path / "out").exists()
+    board.update(job.job_id, ShardEntry(ShardState.DONE, "a", counts={"output": 3}))
+    board.release_lease(job.job_id, "w-other")
+    second.join(timeout=10)
+    assert not second.is_alive() and not (tmp_path / "out").exists()
+
+
+def test_a_shard_job_files_every_sample_commits_then_marks_and_counts_in_prometheus(
+    shard_worker: ShardWorker, tmp_path: Path
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def filed() -> float:
+        return REGISTRY.get_sample_value("kcap_shard_samples_filed_total", {"outcome": "output"}) or 0.0
+
+    before = filed()
+    job = _local_job(tmp_path)
+    shard_worker.handle(job, task_id=None, final_try=False)
+    entry = shard_worker.board.entry(job.job_id)
+    assert entry is not None and entry.state is ShardState.DONE and entry.counts == {"output": 3}
+    marker = json.loads((tmp_path / "captions" / "_done" / "a.json").read_text())
+    assert marker["counts"] == {"output": 3} and marker["settings_hash"] == job.settings_hash
+    with tarfile.open(tmp_path / "out" / "a.tar") as tar:
+        assert sorted(tar.getnames()) == sorted(
+            f"k{i}.{ext}" for i in range(3) for ext in ("json", "png", "txt")
+        )
+    assert filed() - before == 3
+    assert board_lease_free(shard_worker, job)
+
+
+def board_lease_free(worker: ShardWorker, job: ShardJob) -> bool:
+    """The lease was given back: another worker could take the job at once."""
+    free = worker.board.take_lease(job.job_id, "w-next", ttl_s=5)
+    worker.board.release_lease(job.job_id, "w-next")
+    return free
+
+
+def test_status_and_the_live_display_show_samples_and_shards() -> None:
+    snap = snapshot_of(
+        [
+            ShardEntry(ShardState.DONE, "a", 5, {"output": 4, "errors": 1}),
+            ShardEntry(ShardState.QUEUED, "b", 5),
+        ],
+        samples_per_s=2.5,
+    )
+    line = shard_progress_line(snap)
+    assert "output 4" in line and "errors 1" in line and "done 1" in line and "remaining 1" in line
+    assert "2.50 samples/s" in line and "ETA 2s" in line
+    report = {
+        "broker": "redis://x",
+        "queue_prefix": "",
+        "queues": {},
+        "unacked": 0,
+        "in_flight": 0,
+        "outcomes": {"output": 0, "clip_failed": 0, "errors": 0},
+        "routed": 0,
+        "images_per_s": 0.0,
+        "eta_s": None,
+        "dead_letters": {"count": 0, "newest": []},
+        "shards": snap.to_dict(),
+    }
+    text = render(report)
+    assert "shards      done 1, running 0, failed 0, remaining 1" in text
+    assert "samples     output 4, clip-failed 0, errors 1; 2.50 samples/s (last minute), ETA 2s" in text
