@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.errors import ConfigError
-from shared.core.messages import ShardJob, shard_job_id
+from shared.core.messages import CaptionOptions, ShardJob, shard_job_id
 from shared.core.settings import Settings
 from shared.core.thresholds import scorer_family_of
 from shared.shards.markers import Decision, ShardDecision, decide, read_markers, settings_hash
@@ -50,28 +50,26 @@ class Plan:
 
 
 def request_settings_hash(settings: Settings, request: ShardRequest) -> str:
-    """The hash of every setting that changes a shard's outputs."""
+    """The hash of every setting that changes a shard's outputs: the caption options (prompts,
+    decoding, cleanup, which score routes), the models, the threshold, the text around the
+    caption and the output form. Not the batch size, the GPUs or the chunking."""
     scoring = request.clip_failed_url is not None
     return settings_hash(
+        options=caption_options(settings, request),
         caption_model=settings.caption_model,
         clip_model=settings.clip_model if scoring else None,
-        prompts=list(settings.prompts),
-        max_new_tokens=settings.max_new_tokens,
-        num_beams=settings.num_beams,
-        repetition_penalty=settings.repetition_penalty,
-        no_repeat_ngram_size=settings.no_repeat_ngram_size,
         decoder=settings.decoder,
         threshold=settings.threshold if scoring else None,
         threshold_family=threshold_family(settings) if scoring else None,
-        route_score=settings.route_score if scoring else None,
-        strip_openings=list(settings.openings),
-        collapse_whitespace=settings.collapse_whitespace,
-        trim_partial=settings.trim_partial,
         caption_prefix=settings.caption_prefix,
         caption_suffix=settings.caption_suffix,
         shard_output=request.shard_output,
-        clip_failed=scoring,
     )
+
+
+def caption_options(settings: Settings, request: ShardRequest) -> CaptionOptions:
+    """The hot folder's options; scored when there is a clip-failed destination, as there."""
+    return dataclasses.replace(settings.caption_options(), score=request.clip_failed_url is not None)
 
 
 def threshold_family(settings: Settings) -> str:
@@ -97,9 +95,7 @@ def plan(settings: Settings, request: ShardRequest) -> Plan:
     refs = list_shards(request.pattern, storage_options=options)
     markers = read_markers(request.captions_url, storage_options=options)
     digest = request_settings_hash(settings, request)
-    caption_options = dataclasses.replace(
-        settings.caption_options(), score=request.clip_failed_url is not None
-    )
+    options_for_jobs = caption_options(settings, request)
     now = time.time()
     jobs: list[ShardJob] = []
     expected: dict[str, int | None] = {}
@@ -127,7 +123,7 @@ def plan(settings: Settings, request: ShardRequest) -> Plan:
                 clip_failed_url=request.clip_failed_url,
                 captions_url=request.captions_url,
                 shard_output=request.shard_output,
-                options=caption_options,
+                options=options_for_jobs,
                 settings_hash=digest,
                 enqueued_at=now,
                 threshold=settings.threshold,
