@@ -25,7 +25,8 @@ PREPARE_THREADS = 4
 
 
 def run_caption_worker(settings: Settings, *, name: str) -> None:
-    """Load the models in this process (never before a fork), then consume the caption queue."""
+    """Load the models in this process (never before a fork), then consume the caption queue
+    and the shard queue."""
     engine = Engine.load(settings, eager_scorer=settings.score_enabled)
     streaming = engine.can_stream
     batcher: Batcher[CaptionOptions, Prepared, Captioned] | DecodeStream
