@@ -97,12 +97,11 @@ def s3_server() -> Iterator[str]:
 @pytest.fixture
 def s3_storage(s3_server: str) -> Iterator[S3Storage]:
     """A clean moto (reset, as s3fs's tests do) and a fresh bucket for this test."""
-    import s3fs
-
     _post(f"{s3_server}/moto-api/reset")
     storage = S3Storage(endpoint_url=s3_server, bucket=f"kcap-test-{secrets.token_hex(4)}")
-    # Listings cached by an earlier test's filesystem would describe a store that was reset.
-    s3fs.S3FileSystem.clear_instance_cache()
-    storage.filesystem().mkdir(storage.bucket)
+    # The filesystem object is cached across tests (building a client takes a good part of a
+    # second); its listings from an earlier test describe a store that was reset since.
+    filesystem = storage.filesystem()
+    filesystem.invalidate_cache()
+    filesystem.mkdir(storage.bucket)
     yield storage
-    s3fs.S3FileSystem.clear_instance_cache()

@@ -91,12 +91,11 @@ class StagedFile:
             return
         handle = self.handle
         if isinstance(handle, AbstractBufferedFile):
-            if not handle.closed:
-                # Abort the multipart upload, then mark the file closed so neither close() nor
-                # its __del__ ever completes it.
-                with contextlib.suppress(Exception):
-                    handle.discard()
-                handle.closed = True
+            # Abort the multipart upload (also when a failed close() left one open), then mark
+            # the file closed so neither close() nor its __del__ ever completes it.
+            with contextlib.suppress(Exception):
+                handle.discard()
+            handle.closed = True
         else:
             with contextlib.suppress(Exception):
                 handle.close()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from shared.shards.reading import count_samples
-from tests.shard_makers import image_bytes, image_samples, only_ref, raw_tar, read_all, wds_tar
+from shared.core.errors import ShardSourceError
+from shared.shards.reading import count_samples, read_samples
+from tests.shard_makers import (
+    MAX_IMAGE_BYTES,
+    image_bytes,
+    image_samples,
+    only_ref,
+    raw_tar,
+    read_all,
+    wds_tar,
+)
 
 
 def test_a_webdataset_shard_reads_back_sample_by_sample(tmp_path: Path) -> None:
@@ -163,3 +173,23 @@ def test_a_truncation_beyond_the_range_is_not_this_chunks(tmp_path: Path) -> Non
     assert not whole[-1].ok
     assert all(s.ok for s in read_all(tmp_path / "cut" / "a.tar", stop=whole[-1].index))
     assert read_all(tmp_path / "cut" / "a.tar", start=whole[-1].index) == [whole[-1]]
+
+
+def test_a_shard_gone_since_it_was_listed_stops_with_one_sentence(tmp_path: Path) -> None:
+    ref = only_ref(wds_tar(tmp_path / "a.tar", image_samples(1)))
+    (tmp_path / "a.tar").unlink()
+    with pytest.raises(
+        ShardSourceError, match=r"^the shard .*/a\.tar does not exist \(now\): list the shards again$"
+    ):
+        list(read_samples(ref, max_image_bytes=MAX_IMAGE_BYTES))
+
+
+def test_a_cut_gzipped_tar_is_one_error_sample_too(tmp_path: Path) -> None:
+    made = [{"__key__": f"k{i}", "png": os.urandom(50_000)} for i in range(4)]  # incompressible
+    data = wds_tar(tmp_path / "whole.tar.gz", made, compress=True).read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "a.tar.gz").write_bytes(data[: len(data) // 2])
+    samples = read_all(tmp_path / "cut" / "a.tar.gz")
+    assert [s.image for s in samples[:-1]] == [m["png"] for m in made[: len(samples) - 1]]
+    assert 1 <= len(samples) - 1 < 4 and samples[-1].key.startswith("_truncated_after_")
+    assert "EOFError" in samples[-1].error
