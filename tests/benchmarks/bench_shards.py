@@ -74,10 +74,19 @@ def prepare(workdir: Path, plan: ShardPlan, *, million: bool) -> None:
     if not (paths["clip"] / "config.json").exists():
         build_clip(paths["clip"], preset="tiny")
     if million:
-        million_shards(workdir / "million", plan)
+        million_shards(million_folder(workdir, plan), plan)
     else:
         files = small_pngs(workdir / "small", plan.images)
-        tar_shards(workdir / "shards", files, plan.shards)
+        tar_shards(shard_folder(workdir, plan), files, plan.shards)
+
+
+def shard_folder(workdir: Path, plan: ShardPlan) -> Path:
+    """The shards of one size, so a kept workdir never reuses another run's."""
+    return workdir / f"shards-{plan.images}-{plan.shards}"
+
+
+def million_folder(workdir: Path, plan: ShardPlan) -> Path:
+    return workdir / f"million-{plan.images}"
 
 
 def tar_shards(folder: Path, files: list[Path], count: int) -> list[Path]:
@@ -268,7 +277,7 @@ def part_s(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
     try:
         settings = _settings(workdir, broker_url=server.url, state_dir=base / "state")
         before = _net_bytes(admin)
-        run = _kcap_run(base, settings, shard_args(str(workdir / "shards"), base))
+        run = _kcap_run(base, settings, shard_args(str(shard_folder(workdir, plan)), base))
         after = _net_bytes(admin)
     finally:
         admin.close()
@@ -320,7 +329,7 @@ def part_m(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
         run = _kcap_run(
             base,
             settings,
-            shard_args(str(workdir / "million"), base, "--shard-output", "captions"),
+            shard_args(str(million_folder(workdir, plan)), base, "--shard-output", "captions"),
             watch=watch,
         )
         ended = time.perf_counter()
