@@ -98,7 +98,7 @@ class Progress:
         self._started = time.monotonic()
 
     def watch_shards(self, board: ShardBoard) -> None:
-        """Show dataset mode's counts (samples and shards) instead of the hot folder's."""
+        """Show dataset mode's counts too (samples and shards), once there are shard jobs."""
         self.shards = board
         self._started = time.monotonic()
 
@@ -107,10 +107,11 @@ class Progress:
             return "starting: broker, workers and models"
         try:
             window_s = time.monotonic() - self._started
-            if self.shards is not None:
-                return shard_progress_line(self.shards.snapshot(window_s=window_s))
-            assert self.inflight is not None
-            return progress_line(self.inflight.snapshot(window_s=window_s))
+            lines = [progress_line(self.inflight.snapshot(window_s=window_s))] if self.inflight else []
+            shards = self.shards.snapshot(window_s=window_s) if self.shards is not None else None
+            if shards is not None and (shards.total_shards or not lines):
+                lines.append(shard_progress_line(shards))
+            return "\n".join(lines)
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"

@@ -11,6 +11,7 @@ from typing import Any
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
 from shared.cli.stack import Stack, make_folders, start_logging
+from shared.core.shard_board import ShardBoard
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def up(args: argparse.Namespace) -> int:
         with Stack(settings, flower=flower, output=progress.emit, verbose=verbose) as stack:
             producer = Producer(stack.settings)
             progress.watch(producer.inflight)
+            progress.watch_shards(ShardBoard.connect(stack.settings))  # jobs from `kcap submit`
             thread = threading.Thread(target=producer.run_forever, name="kcap-producer", daemon=True)
             thread.start()
             try:

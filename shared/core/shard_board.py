@@ -178,13 +178,8 @@ class ShardBoard:
 
     def take_lease(self, job_id: str, worker: str, *, ttl_s: int) -> bool:
         """Hold the job's lease; False while another live worker holds it."""
-        key = self._keys.shard_lease(job_id)
-        if self._redis.set(key, worker, nx=True, ex=ttl_s):
-            return True
-        if self._redis.get(key) == worker:  # our own, from a delivery of this same worker
-            self._redis.expire(key, ttl_s)
-            return True
-        return False
+        # Not even a worker's own: a second delivery to the same worker must wait like any.
+        return bool(self._redis.set(self._keys.shard_lease(job_id), worker, nx=True, ex=ttl_s))
 
     def renew_lease(self, job_id: str, worker: str, *, ttl_s: int) -> None:
         key = self._keys.shard_lease(job_id)

@@ -130,3 +130,22 @@ def test_the_hot_folder_and_shards_give_the_same_captions_scores_and_outcomes(
         # Batched with other images either way: float32 rounding over CLIP's dot products.
         assert record["clip_score"] == pytest.approx(hot_record["clip_score"], rel=1e-5)
         assert set(record) >= set(hot_record) - {"source_size", "source_mtime_ns", "_path"}
+
+
+@pytest.mark.slow
+def test_a_shard_longer_than_the_visibility_timeout_is_done_once(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
+) -> None:
+    pngs = tiny_pngs(240, seed=9)
+    write_tar_shard(tmp_path / "in" / "long.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)])
+    # Redis would hand a message held 3 s to another delivery; this shard takes far longer.
+    settings = make_settings(visibility_timeout_s=3, decoder_slots=1, batch_size=1, max_new_tokens=32)
+    result = run_shards(procs, settings, str(tmp_path / "in"), tmp_path)
+    assert result.returncode == 0, result.stdout
+    worker_log = (settings.state_dir / "logs" / "worker.log").read_text()
+    finished = [line for line in worker_log.splitlines() if "shard long: " in line]
+    assert len(finished) == 1, finished  # one delivery did it; none waited for it or redid it
+    assert "delivered again" not in worker_log and "left by a worker that died" not in worker_log
+    took_s = float(finished[0].rsplit(" in ", 1)[1].rstrip("s"))
+    assert took_s > 2 * settings.visibility_timeout_s, took_s  # it did outlast the timeout
+    assert sorted(read_tars(tmp_path / "output")) == [f"k{i:03d}" for i in range(240)]

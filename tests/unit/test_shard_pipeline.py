@@ -137,7 +137,7 @@ def test_the_board_keeps_entries_and_a_rate_in_redis(board: ShardBoard) -> None:
 def test_a_lease_is_one_workers_until_it_expires(board: ShardBoard) -> None:
     assert board.take_lease("j", "w1", ttl_s=1)
     assert not board.take_lease("j", "w2", ttl_s=1)
-    assert board.take_lease("j", "w1", ttl_s=1)  # its own again
+    assert not board.take_lease("j", "w1", ttl_s=1)  # a second delivery to w1 waits too
     board.renew_lease("j", "w2", ttl_s=1)  # not w2's to renew
     assert not board.take_lease("j", "w2", ttl_s=1)
     time.sleep(1.2)  # w1 died: its lease runs out
@@ -365,3 +365,13 @@ def test_status_and_the_live_display_show_samples_and_shards() -> None:
     text = render(report)
     assert "shards      done 1, running 0, failed 0, remaining 1" in text
     assert "samples     output 4, clip-failed 0, errors 1; 2.50 samples/s (last minute), ETA 2s" in text
+
+
+def test_the_role_users_reach_the_shard_queue_and_board() -> None:
+    from shared.core.redis_acl import role_rules
+
+    gpu = role_rules("kcap-gpu", queue_prefix="one-").split()
+    assert {"~one-shards*", "~kcap:one-attempts:one-shards:*", "~kcap:one-shard*"} <= set(gpu)
+    keys = keys_for("one-")
+    assert keys.shards.startswith("kcap:one-shard") and keys.shard_lease("j").startswith("kcap:one-shard")
+    assert "~one-shards*" in role_rules("kcap-storage", queue_prefix="one-").split()

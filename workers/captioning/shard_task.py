@@ -113,11 +113,13 @@ class ShardWorker:
         """Run one delivery of a shard job. Raises what failed, for the task to retry,
         unless this is the final try: then the job is recorded as failed."""
         with self.held(job, task_id, lease=False):
-            while not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
-                entry = self.board.entry(job.job_id)
-                if entry is not None and entry.state in (ShardState.DONE, ShardState.FAILED):
-                    return  # the other delivery finished it
-                time.sleep(1.0)
+            if not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
+                log.warning("shard %s: delivered again while its lease is held; waiting for it", job.chunk)
+                while not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
+                    entry = self.board.entry(job.job_id)
+                    if entry is not None and entry.state in (ShardState.DONE, ShardState.FAILED):
+                        return  # the other delivery finished it
+                    time.sleep(1.0)
             self.turns.acquire()
         try:
             entry = self.board.entry(job.job_id)
