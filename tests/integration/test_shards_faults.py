@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tests.integration.shard_helpers import (
     tiny_pngs,
     write_tar_shard,
 )
+from tests.s3_server import S3Storage
 
 
 def _worker_process(root: int) -> int | None:
@@ -45,16 +47,12 @@ def _worker_process(root: int) -> int | None:
     return None
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_redone_once(
-    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
-) -> None:
-    pngs = tiny_pngs(120, seed=8)
-    write_tar_shard(tmp_path / "in" / "big.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)])
-    # Few rows and long captions: the shard takes long enough to be killed in the middle.
-    settings = make_settings(visibility_timeout_s=6, decoder_slots=2, batch_size=2, max_new_tokens=24)
-    base = tmp_path
-    process = procs.kcap("run", *shard_args(str(tmp_path / "in"), base), settings=shard_settings(settings))
+def _kill_mid_shard(
+    procs: Processes, settings: Settings, args: list[str], *, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `kcap run args`, SIGKILL its caption worker once the shard is under way, and
+    wait for the run to end (its supervisor starts a new worker)."""
+    process = procs.kcap("run", *args, settings=shard_settings(settings), extra_env=extra_env)
     state = settings.state_dir
     wait_for(
         lambda: (state / "broker_url").exists(), timeout_s=60, what="the embedded Redis", logs=procs.tail
@@ -71,21 +69,63 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_redone_once(
         victim = _worker_process(process.pid)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        assert list((base / "output").glob(".kcap-tmp*")) or not (base / "output" / "big.tar").exists()
         process.wait(timeout=240)
     finally:
         board.close()
+    return process
+
+
+# Few rows and long captions: a shard of 120 takes long enough to be killed in the middle.
+SLOW_SHARD = {"visibility_timeout_s": 6, "decoder_slots": 2, "batch_size": 2, "max_new_tokens": 24}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_redone_once(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
+) -> None:
+    pngs = tiny_pngs(120, seed=8)
+    write_tar_shard(tmp_path / "in" / "big.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)])
+    settings = make_settings(**SLOW_SHARD)
+    process = _kill_mid_shard(procs, settings, shard_args(str(tmp_path / "in"), tmp_path))
     assert process.returncode == 0, procs.tail()
     # The new worker took the shard once its lease ran out, and threw the dead one's
     # half-written temporaries away before writing the same names again.
-    worker_log = (state / "logs" / "worker.log").read_text()
+    worker_log = (settings.state_dir / "logs" / "worker.log").read_text()
     assert "left by a worker that died" in worker_log, procs.tail()
     keys = [f"k{i:03d}" for i in range(120)]
-    assert sorted(read_tars(base / "output")) == keys  # each key once, nothing partial
-    rows = read_parquets(base / "captions")
+    assert sorted(read_tars(tmp_path / "output")) == keys  # each key once, nothing partial
+    rows = read_parquets(tmp_path / "captions")
     assert sorted(row["key"] for row in rows) == keys
-    done = markers(base / "captions")
+    done = markers(tmp_path / "captions")
     assert done["big"]["counts"] == {"output": 120}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_upload_to_s3_leaves_nothing_partial_and_each_key_once(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path, s3_storage: S3Storage
+) -> None:
+    pngs = tiny_pngs(120, seed=8)
+    local = write_tar_shard(
+        tmp_path / "in" / "big.tar", [(f"k{i:03d}", {"png": b}) for i, b in enumerate(pngs)]
+    )
+    fs = s3_storage.filesystem()
+    fs.put_file(str(local), s3_storage.url("in", "big.tar"))
+    args = shard_args(s3_storage.url("in", "big.tar"), tmp_path)
+    args += ["--output-dir", s3_storage.url("out"), "--clip-failed-dir", s3_storage.url("failed")]
+    args += ["--captions-dir", s3_storage.url("captions")]
+    process = _kill_mid_shard(procs, make_settings(**SLOW_SHARD), args, extra_env=s3_storage.env)
+    assert process.returncode == 0, procs.tail()
+    fs.invalidate_cache()
+    objects = sorted(key.split("/", 1)[1] for key in fs.find(s3_storage.bucket))
+    assert [o for o in objects if not o.startswith("in/")] == [
+        "captions/_done/big.json",
+        "captions/big.parquet",
+        "failed/big.tar",
+        "out/big.tar",
+    ]  # nothing under _tmp/, nothing partial under a final name
+    (tmp_path / "got").mkdir()
+    fs.get_file(s3_storage.url("out", "big.tar"), str(tmp_path / "got" / "big.tar"))
+    assert sorted(read_tars(tmp_path / "got")) == [f"k{i:03d}" for i in range(120)]
 
 
 @pytest.mark.slow
