@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +41,22 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks import harness
-from tests.benchmarks.cpu_e2e import _start_kcap
 from tests.benchmarks.host_inputs import small_pngs
+from tests.benchmarks.shard_million import million_folder, million_shards, part_m, render_million
+from tests.benchmarks.shard_runs import (
+    BATCH,
+    NEW_TOKENS,
+    THREADS,
+    ShardPlan,
+    bench_settings,
+    kcap_run,
+    models,
+    net_bytes,
+    start_redis,
+)
 from tests.integration.shard_helpers import shard_args
 
-REPO = Path(__file__).resolve().parents[2]
-THREADS = 1
-BATCH = 64
-NEW_TOKENS = 1
 MILLION = 1_000_000
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    images: int = 20_000
-    shards: int = 20
-
-
-def models(workdir: Path) -> dict[str, Path]:
-    return {"kosmos": workdir / "models" / "kosmos2-tiny", "clip": workdir / "models" / "clip-tiny"}
 
 
 def prepare(workdir: Path, plan: ShardPlan, *, million: bool) -> None:
@@ -85,10 +80,6 @@ def shard_folder(workdir: Path, plan: ShardPlan) -> Path:
     return workdir / f"shards-{plan.images}-{plan.shards}"
 
 
-def million_folder(workdir: Path, plan: ShardPlan) -> Path:
-    return workdir / f"million-{plan.images}"
-
-
 def tar_shards(folder: Path, files: list[Path], count: int) -> list[Path]:
     """The files in `count` WebDataset shards (webdataset's own writer), keys = file stems."""
     import webdataset as wds
@@ -107,99 +98,19 @@ def tar_shards(folder: Path, files: list[Path], count: int) -> list[Path]:
     return shards
 
 
-def million_shards(folder: Path, plan: ShardPlan) -> None:
-    """plan.images tiny PNGs in 100 shards: 1,000 distinct 16x16 images under distinct keys
-    (the same bytes again cost the model the same; what grows is the count)."""
-    from tests.integration.helpers import image_bytes
-    from workers.tiny.images import tiny_images
-
-    folder.mkdir(parents=True, exist_ok=True)
-    pool = [image_bytes(image) for image in tiny_images(1000, seed=3, size=(16, 16))]
-    per = -(-plan.images // 100)
-    for n in range(100):
-        path = folder / f"{n:05d}.tar"
-        if path.exists():
-            continue
-        temp = path.with_suffix(".part")
-        with tarfile.open(temp, "w") as tar:
-            for i in range(n * per, min(plan.images, (n + 1) * per)):
-                data = pool[i % len(pool)]
-                info = tarfile.TarInfo(f"m{i:08d}.png")
-                info.size = len(data)
-                tar.addfile(info, _Bytes(data))
-        temp.rename(path)
-
-
-class _Bytes:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.data) if size < 0 else self.at + size
-        chunk, self.at = self.data[self.at : end], min(len(self.data), end)
-        return chunk
-
-
 # -- the parts ------------------------------------------------------------------------------
-
-
-def _settings(workdir: Path, **more: Any) -> Any:
-    from shared.core.settings import Settings
-
-    paths = models(workdir)
-    return Settings(
-        caption_model=str(paths["kosmos"]),
-        clip_model=str(paths["clip"]),
-        max_new_tokens=NEW_TOKENS,
-        batch_size=BATCH,
-        gpus="cpu",
-        **more,
-    )
 
 
 def part_q(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
     from workers.captioning.engine import Engine
 
-    settings = _settings(workdir)
+    settings = bench_settings(workdir)
     files = small_pngs(workdir / "small", plan.images)
     engine = Engine.load(settings, eager_scorer=True)
     jobs = harness.jobs_from_files(workdir / "small", files, settings)
     run = asdict(harness.kcap_batched(engine, jobs, batch_size=BATCH, warmup=jobs[:BATCH]))
     run["captions"] = {Path(k).stem: v for k, v in run["captions"].items()}
     return run
-
-
-def _redis(base: Path) -> Any:
-    from shared.core.embedded_redis import EmbeddedRedis
-
-    return EmbeddedRedis(base / "redis", admin_password=secrets.token_hex(16)).start()
-
-
-def _net_bytes(admin: Any) -> tuple[int, int]:
-    stats = admin.info("stats")
-    return int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
-
-
-def _kcap_run(base: Path, settings: Any, args: list[str], *, watch: Any = None) -> dict[str, Any]:
-    """`kcap run args` with settings, its process tree sampled; wall, CPU by role, peak RSS."""
-    env = {**os.environ, **settings.to_env(), **harness.thread_env(THREADS), "PYTHONPATH": str(REPO)}
-    with (base / "kcap-run.log").open("wb") as log:
-        started = time.perf_counter()
-        process = _start_kcap(["run", *args], env, log)
-        with harness.TreeRssSampler(process.pid) as sampler:
-            extra = watch(process, sampler) if watch is not None else {}
-            returncode = process.wait(timeout=24 * 3600)
-        wall_s = time.perf_counter() - started
-    if returncode != 0:
-        raise RuntimeError(
-            f"kcap run exited {returncode}; log:\n{(base / 'kcap-run.log').read_text()[-4000:]}"
-        )
-    return {
-        "wall_s": wall_s,
-        "cpu_by_role": sampler.cpu_by_role(),
-        "peak_tree_rss": sampler.peak_bytes,
-        **extra,
-    }
 
 
 def part_h(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
@@ -211,10 +122,10 @@ def part_h(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
     (base / "inbox").mkdir(parents=True)
     for path in small_pngs(workdir / "small", plan.images):
         shutil.copy2(path, base / "inbox" / path.name)
-    server = _redis(base)
+    server = start_redis(base)
     admin = redis_client(server.admin_url)
     try:
-        settings = _settings(
+        settings = bench_settings(
             workdir,
             broker_url=server.url,
             input_dir=base / "inbox",
@@ -223,9 +134,9 @@ def part_h(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
             errors_dir=base / "errors",
             state_dir=base / "state",
         )
-        before = _net_bytes(admin)
-        run = _kcap_run(base, settings, [])
-        after = _net_bytes(admin)
+        before = net_bytes(admin)
+        run = kcap_run(base, settings, [])
+        after = net_bytes(admin)
     finally:
         admin.close()
         server.close()
@@ -272,13 +183,13 @@ def part_s(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
     base = workdir / "s"
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    server = _redis(base)
+    server = start_redis(base)
     admin = redis_client(server.admin_url)
     try:
-        settings = _settings(workdir, broker_url=server.url, state_dir=base / "state")
-        before = _net_bytes(admin)
-        run = _kcap_run(base, settings, shard_args(str(shard_folder(workdir, plan)), base))
-        after = _net_bytes(admin)
+        settings = bench_settings(workdir, broker_url=server.url, state_dir=base / "state")
+        before = net_bytes(admin)
+        run = kcap_run(base, settings, shard_args(str(shard_folder(workdir, plan)), base))
+        after = net_bytes(admin)
     finally:
         admin.close()
         server.close()
@@ -291,57 +202,6 @@ def part_s(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
         "redis_in": after[0] - before[0],
         "redis_out": after[1] - before[1],
     }
-
-
-def part_m(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
-    """The flat-memory run: the tree's RSS at 10 %, 50 % and 100 % of the samples."""
-    from shared.core.broker import redis_client
-    from shared.core.shard_board import ShardBoard
-
-    base = workdir / "m"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    server = _redis(base)
-    board_client = redis_client(server.admin_url, decode_responses=True)
-    settings = _settings(workdir, broker_url=server.url, state_dir=base / "state")
-    board = ShardBoard(board_client, settings.keys)
-
-    def watch(process: subprocess.Popen[bytes], sampler: Any) -> dict[str, Any]:
-        marks: dict[str, Any] = {}
-        for fraction in (0.1, 0.5):
-            while process.poll() is None:
-                try:
-                    done = sum(e.samples for e in board.entries().values())
-                except Exception:
-                    done = 0
-                if done >= fraction * plan.images:
-                    marks[f"{fraction:.0%}"] = {
-                        "samples": done,
-                        "tree_rss": harness.tree_rss_bytes(process.pid),
-                        "s": time.perf_counter(),
-                    }
-                    break
-                time.sleep(0.5)
-        return {"marks": marks}
-
-    try:
-        started = time.perf_counter()
-        run = _kcap_run(
-            base,
-            settings,
-            shard_args(str(million_folder(workdir, plan)), base, "--shard-output", "captions"),
-            watch=watch,
-        )
-        ended = time.perf_counter()
-        entries = board.entries()
-    finally:
-        board_client.close()
-        server.close()
-    samples = sum(e.samples for e in entries.values())
-    run["marks"]["100%"] = {"samples": samples, "tree_rss": run["peak_tree_rss"], "s": ended}
-    for mark in run["marks"].values():
-        mark["s"] -= started
-    return {**run, "samples": samples, "errors": sum(e.counts.get("errors", 0) for e in entries.values())}
 
 
 PARTS = {"q": part_q, "h": part_h, "s": part_s, "m": part_m}
@@ -418,25 +278,6 @@ def render(results: dict[str, Any], plan: ShardPlan) -> tuple[list[str], list[st
         same, total = harness.agreement(q["captions"], run["captions"])
         if not same == total == len(q["captions"]):
             problems.append(f"{label}: {same}/{len(q['captions'])} captions equal (q)'s")
-    return lines, problems
-
-
-def render_million(m: dict[str, Any], plan: ShardPlan) -> tuple[list[str], list[str]]:
-    lines = [
-        f"flat-memory run: {m['samples']} samples in 100 shards through kcap run --input-shards "
-        f"--shard-output captions in {m['wall_s']:.0f}s ({m['samples'] / m['wall_s']:.0f} samples/s)"
-    ]
-    for name, mark in m["marks"].items():
-        lines.append(
-            f"  at {name}: {mark['samples']} samples, {mark['s']:.0f}s, "
-            f"tree RSS {harness.mib(mark['tree_rss'])} MiB"
-        )
-    lines.append(f"  peak tree RSS {harness.mib(m['peak_tree_rss'])} MiB")
-    problems = (
-        []
-        if m["samples"] == plan.images and not m["errors"]
-        else [f"million: {m['samples']} samples ({m['errors']} errors), expected {plan.images}"]
-    )
     return lines, problems
 
 
