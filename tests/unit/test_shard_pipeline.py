@@ -31,7 +31,7 @@ from tests.integration.helpers import image_bytes
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.shard_samples import ShardPipeline, sample_job
-from workers.captioning.shard_task import ShardWorker
+from workers.captioning.shard_task import SHARDS_AT_ONCE, NoTurn, ShardWorker
 from workers.captioning.task import caption_job
 from workers.tiny.images import tiny_images
 
@@ -245,6 +245,7 @@ def shard_worker(
         worker="w1",
         max_worker_deaths=3,
         visibility_timeout_s=9,
+        turn_wait_s=0.2,
     )
     yield worker
     pipeline.stop()
@@ -306,6 +307,27 @@ def test_a_second_delivery_waits_for_the_live_lease_and_does_not_redo_the_shard(
     board.release_lease(job.job_id, "w-other")
     second.join(timeout=10)
     assert not second.is_alive() and not (tmp_path / "out").exists()
+
+
+def test_a_delivery_with_no_free_turn_is_given_back_untouched(
+    shard_worker: ShardWorker, tmp_path: Path, redis_url: str
+) -> None:
+    job = _local_job(tmp_path)
+    taken = [shard_worker.turns.acquire(blocking=False) for _ in range(SHARDS_AT_ONCE)]
+    assert all(taken)  # this worker's share is busy
+    try:
+        with pytest.raises(NoTurn):
+            shard_worker.handle(job, task_id=None, final_try=False)
+    finally:
+        for _ in taken:
+            shard_worker.turns.release()
+    client = redis_client(redis_url)
+    try:
+        assert client.get(keys_for("").attempts("shards", job.job_id)) is None  # not a start
+    finally:
+        client.close()
+    assert shard_worker.board.take_lease(job.job_id, "w-other", ttl_s=5)  # no lease left held
+    assert shard_worker.board.entry(job.job_id) is None and not (tmp_path / "out").exists()
 
 
 def test_a_shard_job_files_every_sample_commits_then_marks_and_counts_in_prometheus(

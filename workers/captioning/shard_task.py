@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from shared.core.attempts import Attempts
 from shared.core.celery_app import SHARD_TASK
@@ -45,9 +46,16 @@ log = logging.getLogger(__name__)
 SHARD_RETRIES = 2
 FAILED_FOLDER = "_failed"  # CAPTIONS/_failed/{chunk}.json: why a shard job was given up on
 SHARD_MESSAGE_LIMIT_BYTES = 64 * 1024
-# Shard jobs one worker runs side by side; more deliveries wait for a turn. Two: one shard's
-# tail finishes while the next fills the batches.
+# Shard jobs one worker runs side by side. Two: one shard's tail finishes while the next fills
+# the batches. A delivery that finds no turn within TURN_WAIT_S goes back to the end of the
+# queue: the Celery pool threads stay free for hot-folder jobs, and other workers (other
+# hosts) take the shard instead of this one holding it.
 SHARDS_AT_ONCE = 2
+TURN_WAIT_S = 2.0
+
+
+class NoTurn(Exception):
+    """This worker already runs its share of shard jobs: the delivery is given back."""
 
 
 def lease_ttl_s(visibility_timeout_s: int) -> int:
@@ -75,6 +83,7 @@ class ShardWorker:
         worker: str,
         max_worker_deaths: int,
         visibility_timeout_s: int,
+        turn_wait_s: float = TURN_WAIT_S,
     ) -> None:
         self.pipeline = pipeline
         self.board = board
@@ -83,6 +92,7 @@ class ShardWorker:
         self.max_worker_deaths = max_worker_deaths
         self.ttl_s = lease_ttl_s(visibility_timeout_s)
         self.turns = threading.BoundedSemaphore(SHARDS_AT_ONCE)
+        self.turn_wait_s = turn_wait_s
         self.storage_options = storage_options_from_env()
 
     @contextlib.contextmanager
@@ -110,40 +120,57 @@ class ShardWorker:
             thread.join(timeout=5)
 
     def handle(self, job: ShardJob, *, task_id: str | None, final_try: bool) -> None:
-        """Run one delivery of a shard job. Raises what failed, for the task to retry,
-        unless this is the final try: then the job is recorded as failed."""
+        """Run one delivery of a shard job. Raises NoTurn when this worker already runs its
+        share of shard jobs (the task gives the message back), and what failed otherwise, for
+        the task to retry, unless this is the final try: then the job is recorded as failed."""
         with self.held(job, task_id, lease=False):
-            if not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
-                log.warning("shard %s: delivered again while its lease is held; waiting for it", job.chunk)
-                while not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
-                    entry = self.board.entry(job.job_id)
-                    if entry is not None and entry.state in (ShardState.DONE, ShardState.FAILED):
-                        return  # the other delivery finished it
-                    time.sleep(1.0)
-            self.turns.acquire()
+            if not self.turns.acquire(timeout=self.turn_wait_s):
+                raise NoTurn(f"this worker already runs {SHARDS_AT_ONCE} shard jobs")
         try:
-            entry = self.board.entry(job.job_id)
-            if entry is not None and entry.state is ShardState.DONE:
-                return  # delivered again after it was done, before its ack: nothing to redo
-            deaths = self.attempts.start(job.job_id)
+            with self.held(job, task_id, lease=False):
+                if not self.take_lease(job):
+                    return  # the other delivery finished it
             try:
-                if deaths >= self.max_worker_deaths:
-                    reason = f"worker died {deaths} time{'' if deaths == 1 else 's'} on this shard"
-                    self.fail(job, reason)
-                    return
-                with self.held(job, task_id, lease=True):
-                    self.caption(job)
-            except Exception as exc:
-                if final_try:
-                    log.exception("shard %s: giving up", job.chunk)
-                    self.fail(job, f"{type(exc).__name__}: {exc}")
-                    return
-                raise
+                self.work(job, task_id=task_id, final_try=final_try)
             finally:
-                self.attempts.end(job.job_id)
+                self.board.release_lease(job.job_id, self.worker)
         finally:
             self.turns.release()
-            self.board.release_lease(job.job_id, self.worker)
+
+    def take_lease(self, job: ShardJob) -> bool:
+        """Take the job's lease, waiting while another delivery's is alive; False when that
+        delivery finished the job meanwhile."""
+        if self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
+            return True
+        log.warning("shard %s: delivered again while its lease is held; waiting for it", job.chunk)
+        while not self.board.take_lease(job.job_id, self.worker, ttl_s=self.ttl_s):
+            entry = self.board.entry(job.job_id)
+            if entry is not None and entry.state in (ShardState.DONE, ShardState.FAILED):
+                return False
+            time.sleep(1.0)
+        return True
+
+    def work(self, job: ShardJob, *, task_id: str | None, final_try: bool) -> None:
+        """The job under its lease: counted as a start (deaths), captioned, filed, marked."""
+        entry = self.board.entry(job.job_id)
+        if entry is not None and entry.state is ShardState.DONE:
+            return  # delivered again after it was done, before its ack: nothing to redo
+        deaths = self.attempts.start(job.job_id)
+        try:
+            if deaths >= self.max_worker_deaths:
+                reason = f"worker died {deaths} time{'' if deaths == 1 else 's'} on this shard"
+                self.fail(job, reason)
+                return
+            with self.held(job, task_id, lease=True):
+                self.caption(job)
+        except Exception as exc:
+            if final_try:
+                log.exception("shard %s: giving up", job.chunk)
+                self.fail(job, f"{type(exc).__name__}: {exc}")
+                return
+            raise
+        finally:
+            self.attempts.end(job.job_id)
 
     def caption(self, job: ShardJob) -> None:
         started = time.time()
@@ -246,6 +273,8 @@ def register_shard_task(app: Celery, shards: ShardWorker) -> Task:
         attempt = self.request.retries + 1
         try:
             shards.handle(job, task_id=self.request.id, final_try=attempt > SHARD_RETRIES)
+        except NoTurn as exc:
+            raise Reject(str(exc), requeue=True) from exc
         except Exception as exc:
             log.warning("shard %s: attempt %d failed (%r); retrying", job.chunk, attempt, exc)
             raise self.retry(exc=exc, countdown=2**attempt) from exc
