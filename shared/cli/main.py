@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from shared.cli import demo, export, flower, report, router, run, status, up, watch, worker
+from shared.cli import demo, export, flower, report, router, run, shards, status, up, watch, worker
 from shared.cli.exits import Exit
 from shared.cli.options import LOG_LEVEL_FLAGS, LOG_LEVEL_OPTIONS
 from shared.cli.parser import KcapParser
@@ -36,6 +36,7 @@ def build_parser() -> KcapParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)
+    shards.add_submit_parser(commands)
     for sub in commands.choices.values():
         if not any(action.dest == "log_level" for action in sub._actions):
             sub.add_argument(*LOG_LEVEL_FLAGS, dest="log_level", default=None, **LOG_LEVEL_OPTIONS)

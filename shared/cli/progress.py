@@ -23,6 +23,7 @@ from shared.core.inflight import LIVE_RATE_WINDOW_S, InFlight, Snapshot
 from shared.core.logs import console_level, set_console
 from shared.core.naming import shown
 from shared.core.outcomes import Outcome
+from shared.core.shard_board import ShardBoard, ShardSnapshot, ShardState
 
 log = logging.getLogger("kcap.progress")
 
@@ -34,6 +35,18 @@ def progress_line(snapshot: Snapshot) -> str:
         f"output {counts[Outcome.OUTPUT]}  clip-failed {counts[Outcome.CLIP_FAILED]}  "
         f"errors {counts[Outcome.ERRORS]}  in flight {snapshot.in_flight}  "
         f"{snapshot.images_per_s:.2f} img/s (last {LIVE_RATE_WINDOW_S:.0f}s)  ETA {eta}"
+    )
+
+
+def shard_progress_line(snapshot: ShardSnapshot) -> str:
+    """Dataset mode's line: samples by outcome, shards by state, samples/s and the ETA."""
+    samples, shards = snapshot.samples, snapshot.shards
+    eta = "-" if snapshot.eta_s is None else f"{snapshot.eta_s:.0f}s"
+    return (
+        f"samples: output {samples[Outcome.OUTPUT]}  clip-failed {samples[Outcome.CLIP_FAILED]}  "
+        f"errors {samples[Outcome.ERRORS]}  |  shards: done {shards[ShardState.DONE]}  "
+        f"running {shards[ShardState.RUNNING]}  failed {shards[ShardState.FAILED]}  "
+        f"remaining {shards[ShardState.QUEUED]}  |  {snapshot.samples_per_s:.2f} samples/s  ETA {eta}"
     )
 
 
@@ -66,6 +79,7 @@ class Progress:
         self.started_at = time.time()
         self._counts_at_start: dict[Outcome, int] = {}
         self._final: Snapshot | None = None  # the last one read; close() reads it once more
+        self.shards: ShardBoard | None = None  # dataset mode: set by watch_shards()
         self.title = title
         self.log_dir = log_dir
         self.log_every_s = log_every_s
@@ -98,15 +112,29 @@ class Progress:
         start = self._counts_at_start
         return {outcome: count - start.get(outcome, 0) for outcome, count in self._final.counts.items()}
 
+    def watch_shards(self, board: ShardBoard) -> None:
+        """Show dataset mode's counts too (samples and shards), once there are shard jobs."""
+        self.shards = board
+        self._started = time.monotonic()
+
     def _snapshot_line(self) -> str:
-        if self.inflight is None:
+        if self.inflight is None and self.shards is None:
             return "starting: broker, workers and models"
         try:
-            self._final = self.inflight.snapshot(window_s=LIVE_RATE_WINDOW_S)
+            lines = []
+            if self.inflight is not None:
+                self._final = self.inflight.snapshot(window_s=LIVE_RATE_WINDOW_S)
+                lines.append(progress_line(self._final))
+            if self.shards is not None:
+                # Shard samples are counted as each shard's worker reports them (in steps), so
+                # their rate is over the time since the first shard job, up to the board's window.
+                shards = self.shards.snapshot(window_s=time.monotonic() - self._started)
+                if shards.total_shards or not lines:
+                    lines.append(shard_progress_line(shards))
+            return "\n".join(lines)
         except (redis.exceptions.RedisError, OSError) as exc:
             # Redis restarting: the stack keeps running, the line says why it is stale.
             return f"waiting for Redis ({type(exc).__name__})"
-        return progress_line(self._final)
 
     def _render(self) -> Any:
         from rich.panel import Panel

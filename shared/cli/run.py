@@ -9,21 +9,26 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, log_dir, make_folders, require_input_folder
+from shared.cli.shards import add_shard_arguments, run_shards
+from shared.cli.stack import Stack, make_folders, require_input_folder, start_logging
 from shared.core.folder_lock import hold_folders
-from shared.core.logs import is_debug, log_to_file, set_console
 from shared.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("run", help="caption everything in the input folder, then exit")
+    parser = commands.add_parser(
+        "run", help="caption everything in the input folder (or the --input-shards), then exit"
+    )
     add_settings_arguments(parser)
+    add_shard_arguments(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.input_shards:
+        return run_shards(args)
     return run_backlog(settings_from_args(args))
 
 
@@ -37,11 +42,7 @@ def run_backlog(settings: Settings) -> int:
     require_input_folder(settings)
     make_folders(settings)
     locks = hold_folders(settings, command="kcap run", state=True)  # one kcap on these folders
-    verbose = is_debug()
-    logs = log_dir(settings)
-    log_to_file(logs / "kcap.log")
-    if not verbose:
-        set_console(level=logging.WARNING)
+    verbose, logs = start_logging(settings)
     progress = Progress(title=f"kcap run: {settings.input_dir}", log_dir=logs)
     try:
         with Stack(settings, flower=False, output=progress.emit, verbose=verbose) as stack:

@@ -12,7 +12,7 @@ from shared.cli.flower import flower_command
 from shared.cli.supervisor import ProcessGroup, kcap_argv
 from shared.core.embedded_redis import EmbeddedRedis, private_folder
 from shared.core.errors import BrokerError, ConfigError
-from shared.core.logs import CONSOLE_LEVEL_ENV, LOG_FILE_ENV
+from shared.core.logs import CONSOLE_LEVEL_ENV, LOG_FILE_ENV, is_debug, log_to_file, set_console
 from shared.core.metrics import port_for
 from shared.core.settings import Settings
 from shared.core.status import broker_file, write_broker_file
@@ -58,6 +58,17 @@ def log_dir(settings: Settings) -> Path:
     return settings.state_dir / "logs"
 
 
+def start_logging(settings: Settings) -> tuple[bool, Path]:
+    """Everything to the log folder's kcap.log; only warnings to the console unless DEBUG.
+    Returns (verbose, the log folder)."""
+    verbose = is_debug()
+    logs = log_dir(settings)
+    log_to_file(logs / "kcap.log")
+    if not verbose:
+        set_console(level=logging.WARNING)
+    return verbose, logs
+
+
 class Stack:
     """Redis (when embedded) and the worker processes, started and stopped together.
 
@@ -71,11 +82,13 @@ class Stack:
         settings: Settings,
         *,
         flower: bool,
+        router: bool = True,
         output: Callable[[str], None] | None = None,
         verbose: bool = False,
     ) -> None:
         self.settings = settings
         self.flower = flower
+        self.router = router  # dataset mode files in the caption workers: no route worker
         self.output = output
         self.verbose = verbose
         self.redis: EmbeddedRedis | None = None
@@ -125,8 +138,9 @@ class Stack:
             # Each process serves its own /metrics: the router on the port, workers above it.
             worker_env = self._child_env("worker", KCAP_METRICS_PORT=str(port_for(port, 1)))
             self._start("caption workers", "worker", kcap_argv("worker"), worker_env)
-            router_env = self._child_env("router", KCAP_METRICS_PORT=str(port_for(port, 0)))
-            self._start("route worker", "router", kcap_argv("router"), router_env)
+            if self.router:
+                router_env = self._child_env("router", KCAP_METRICS_PORT=str(port_for(port, 0)))
+                self._start("route worker", "router", kcap_argv("router"), router_env)
             if self.flower:
                 argv, flower_env = flower_command(self.settings)
                 flower_env = {**self._child_env("flower"), **flower_env}

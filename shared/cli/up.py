@@ -11,9 +11,9 @@ from typing import Any
 
 from shared.cli.exits import Exit
 from shared.cli.options import add_settings_arguments, settings_from_args
-from shared.cli.stack import Stack, log_dir, make_folders
+from shared.cli.stack import Stack, make_folders, start_logging
 from shared.core.folder_lock import hold_folders
-from shared.core.logs import is_debug, log_to_file, set_console
+from shared.core.shard_board import ShardBoard
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,7 @@ def up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     locks = hold_folders(settings, command="kcap up", state=True)  # one kcap on these folders
-    verbose = is_debug()
-    logs = log_dir(settings)
-    log_to_file(logs / "kcap.log")
-    if not verbose:
-        set_console(level=logging.WARNING)
+    verbose, logs = start_logging(settings)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -55,6 +51,7 @@ def up(args: argparse.Namespace) -> int:
         with Stack(settings, flower=flower, output=progress.emit, verbose=verbose) as stack:
             producer = Producer(stack.settings)
             progress.watch(producer.inflight)
+            progress.watch_shards(ShardBoard.connect(stack.settings))  # jobs from `kcap submit`
             thread = threading.Thread(target=producer.run_forever, name="kcap-producer", daemon=True)
             thread.start()
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 from typing import Any
 
@@ -12,6 +13,8 @@ from shared.cli.supervisor import ProcessGroup, kcap_argv, supervise
 from shared.core.metrics import port_for
 from shared.core.metrics import serving as serve_metrics
 from workers.captioning.gpus import Gpu, pinning_env, resolve_gpus, visible_devices
+
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 def add_parser(commands: Any) -> None:
@@ -57,6 +60,11 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def worker_process(args: argparse.Namespace) -> int:
+    # pyarrow's default pool (mimalloc) keeps a heap for every thread that used it, and each
+    # shard job writes its Parquet from whichever of the many Celery pool threads runs it: the
+    # worker grew by hundreds of MiB over 100 shards (bench_shards --million). The system
+    # allocator shares its arenas, so memory stays flat. Read once, at pyarrow's import: here.
+    os.environ.setdefault(ARROW_POOL_ENV, "system")
     from workers.captioning.worker import run_caption_worker
 
     settings = settings_from_args(args)

@@ -20,6 +20,8 @@ ROUTE_TASK = "kcap.route"
 # Many results in one message: the caption worker sends what one batch finished together, so
 # the route worker pays Celery's per-message cost once per batch rather than once per image.
 ROUTE_BATCH_TASK = "kcap.route_batch"
+# Dataset mode: one shard (or chunk) per message, captioned and filed by the caption worker.
+SHARD_TASK = "kcap.caption_shard"
 
 
 def make_app(settings: Settings) -> Celery:
@@ -71,12 +73,17 @@ def _config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
-        "task_queues": [Queue(settings.caption_queue), Queue(settings.route_queue)],
+        "task_queues": [
+            Queue(settings.caption_queue),
+            Queue(settings.route_queue),
+            Queue(settings.shard_queue),
+        ],
         "task_default_queue": settings.caption_queue,
         "task_routes": {
             CAPTION_TASK: {"queue": settings.caption_queue},
             ROUTE_TASK: {"queue": settings.route_queue},
             ROUTE_BATCH_TASK: {"queue": settings.route_queue},
+            SHARD_TASK: {"queue": settings.shard_queue},
         },
         "task_create_missing_queues": True,
     }
@@ -87,8 +94,9 @@ def restore_interval_s(settings: Settings) -> int:
 
 
 def worker_argv(queue: str, *, concurrency: int, name: str) -> list[str]:
-    """`worker_main` arguments for a Celery worker on one queue: a thread pool (the models are
-    loaded once, in this process), task events on for Flower, no mingle/gossip chatter."""
+    """`worker_main` arguments for a Celery worker on a queue (or several, comma-separated): a
+    thread pool (the models are loaded once, in this process), task events on for Flower, no
+    mingle/gossip chatter."""
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     # Under `kcap up`/`kcap run` the console shows warnings only: no start-up banner either.
     quiet = ["--quiet"] if console_is_quiet() else []

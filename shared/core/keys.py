@@ -13,6 +13,9 @@ from dataclasses import dataclass
 # every delivered-but-unacknowledged message is a [payload, exchange, routing key] entry of
 # the "unacked" hash, whatever the queue.
 KOMBU_UNACKED = "unacked"
+# Sorted set: delivery tag -> when it was delivered; kombu restores the entries older than the
+# visibility timeout to their queues.
+KOMBU_UNACKED_INDEX = "unacked_index"
 KOMBU_PRIORITY_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (3, 6, 9)
 
@@ -66,6 +69,25 @@ class Keys:
     def blob(self, job_id: str) -> str:
         """String with a TTL: a large job's image bytes, raw (shared.core.blobs)."""
         return f"{self.prefix}blob:{job_id}"
+
+    @property
+    def shards(self) -> str:
+        """Hash: shard job id -> its state as JSON (shared.core.shard_board)."""
+        return f"{self.prefix}shards"
+
+    @property
+    def shard_samples(self) -> str:
+        """Hash: outcome -> shard samples filed there."""
+        return f"{self.prefix}shard_samples"
+
+    @property
+    def shard_done_times(self) -> str:
+        """Sorted set of "<job>:<n>:<time>" progress steps of shard jobs, for samples/s."""
+        return f"{self.prefix}shard_done_times"
+
+    def shard_lease(self, job_id: str) -> str:
+        """String with a TTL: the worker working on a shard job, renewed while it works."""
+        return f"{self.prefix}shard_lease:{job_id}"
 
     def attempts(self, queue: str, job_id: str) -> str:
         """Hash with a TTL: starts of a job on a queue that never ended (shared.core.attempts)."""

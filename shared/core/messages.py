@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -144,8 +145,25 @@ class CaptionOptions(_Message):
         }
 
 
+class _WithOptions(_Message):
+    """A job message: its CaptionOptions travel as one nested object ("options")."""
+
+    options: CaptionOptions
+
+    @classmethod
+    def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:
+        if "options" in body:
+            body["options"] = CaptionOptions.from_dict(body["options"])
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["options"] = self.options.to_dict()
+        return data
+
+
 @dataclass(frozen=True)
-class Job(_Message):
+class Job(_WithOptions):
     """One image to caption. It carries the bytes, so GPU hosts need no shared filesystem."""
 
     kind: ClassVar[str] = "job"
@@ -170,17 +188,6 @@ class Job(_Message):
             raise DecodeError("Job: options must be caption options", payload=self.options)
         if self.image_stored and self.image_b64:
             raise DecodeError("Job: an image is either inline or stored, not both", payload=self.job_id)
-
-    @classmethod
-    def _convert(cls, body: dict[str, Any]) -> dict[str, Any]:
-        if "options" in body:
-            body["options"] = CaptionOptions.from_dict(body["options"])
-        return body
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        data["options"] = self.options.to_dict()
-        return data
 
     def image_bytes(self) -> bytes:
         try:
@@ -248,3 +255,68 @@ class Result(_Message):
 
     def __post_init__(self) -> None:
         _check_ids(self, self.job_id, self.content_sha256)
+
+
+SHARD_OUTPUTS = ("full", "captions")
+
+
+@dataclass(frozen=True)
+class ShardJob(_WithOptions):
+    """One shard, or one chunk of it, to caption: a reference, never image bytes.
+
+    The caption worker opens the shard itself (shared.shards), so a message stays a few
+    hundred bytes whatever the images weigh. It also carries what the worker needs to file
+    each sample itself, as the route worker would: the destinations, the threshold rule's
+    inputs and the caption's prefix and suffix.
+    """
+
+    kind: ClassVar[str] = "shard_job"
+    job_id: str  # stable: shard_job_id(url, start, stop, settings_hash)
+    shard: dict[str, Any]  # shared.shards' ShardRef, as its to_dict()
+    start: int
+    stop: int | None  # None: to the end of the shard
+    chunk: str  # the output stem: the shard's name, or name-NNNNN for a chunk
+    output_url: str
+    clip_failed_url: str | None  # None: no scoring, as the hot folder without a clip-failed folder
+    captions_url: str
+    shard_output: str  # "full": tars and Parquet; "captions": the Parquet alone
+    options: CaptionOptions
+    settings_hash: str
+    enqueued_at: float
+    threshold: float | None = None  # None: the scorer family's default (shared.core.thresholds)
+    threshold_family: str = ""  # the family `threshold` is for
+    caption_prefix: str = ""
+    caption_suffix: str = ""
+    max_image_bytes: int = 64 * 1024 * 1024
+    # No storage options: credentials never travel in a message; each worker takes its own
+    # from its environment (AWS_*, KCAP_STORAGE_OPTIONS).
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.job_id, str) or not _JOB_ID.fullmatch(self.job_id):
+            raise DecodeError("ShardJob: job_id must be lowercase hex", payload=self.job_id)
+        if not isinstance(self.options, CaptionOptions):
+            raise DecodeError("ShardJob: options must be caption options", payload=self.options)
+        if self.shard_output not in SHARD_OUTPUTS:
+            raise DecodeError(
+                f"ShardJob: shard_output must be one of {', '.join(SHARD_OUTPUTS)}", payload=self.shard_output
+            )
+        if not isinstance(self.shard, dict) or not isinstance(self.shard.get("url"), str):
+            raise DecodeError("ShardJob: shard must be a shard reference with a url", payload=self.shard)
+        if (
+            not isinstance(self.start, int)
+            or self.start < 0
+            or (self.stop is not None and self.stop < self.start)
+        ):
+            raise DecodeError("ShardJob: start and stop must be a range of indices", payload=self.start)
+        if not self.chunk or "/" in self.chunk or self.chunk.startswith("."):
+            raise DecodeError("ShardJob: chunk must be a plain file stem", payload=self.chunk)
+
+    @property
+    def url(self) -> str:
+        return str(self.shard["url"])
+
+
+def shard_job_id(url: str, start: int, stop: int | None, settings_hash: str) -> str:
+    """A shard job's id: the same shard range under the same settings is the same job."""
+    text = json.dumps([url, start, stop, settings_hash], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

@@ -7,6 +7,7 @@ how full the batches are, how long the device takes per batch, and GPU memory.
 Route worker (`kcap router`): kcap_images_routed_total{outcome}, kcap_clip_score,
 kcap_end_to_end_latency_seconds.
 Caption worker (`kcap worker-process`, one per GPU): kcap_images_captioned_total,
+kcap_shard_samples_filed_total{outcome} (dataset mode),
 kcap_batch_size, kcap_batch_seconds, kcap_batch_failures_total,
 kcap_gpu_memory_allocated_bytes, kcap_gpu_memory_reserved_bytes.
 Both: kcap_worker_info{worker,role,device}, and prometheus-client's process_* and python_*.
@@ -62,6 +63,7 @@ class CaptionMetrics:
     batch_failures: Counter
     gpu_allocated: Gauge
     gpu_reserved: Gauge
+    shard_samples: Counter
 
 
 @functools.cache
@@ -100,6 +102,13 @@ def caption_metrics() -> CaptionMetrics:
         "GPU memory reserved by this worker's torch caching allocator; 0 on CPU.",
     )
     reserved.set_function(functools.partial(_cuda_bytes, "memory_reserved"))
+    shard_samples = Counter(
+        "kcap_shard_samples_filed",
+        "Dataset mode: shard samples this worker filed, by outcome (a shard redone counts again).",
+        ["outcome"],
+    )
+    for outcome in OUTCOMES:
+        shard_samples.labels(outcome=outcome.value)
     return CaptionMetrics(
         captioned=Counter("kcap_images_captioned", "Images captioned (and scored) by this worker."),
         batch_size=Histogram("kcap_batch_size", "Images per device batch.", buckets=BATCH_SIZE_BUCKETS),
@@ -111,6 +120,7 @@ def caption_metrics() -> CaptionMetrics:
         batch_failures=Counter("kcap_batch_failures", "Batches that raised (their jobs are retried)."),
         gpu_allocated=allocated,
         gpu_reserved=reserved,
+        shard_samples=shard_samples,
     )
 
 
@@ -141,6 +151,11 @@ def observe_routed(
         metrics.clip_score.observe(score)
     if enqueued_at > 0:
         metrics.latency.observe(max(0.0, time.time() - enqueued_at))
+
+
+def observe_shard_samples(outcome: Outcome, n: int = 1) -> None:
+    """Caption worker, dataset mode: samples filed into a shard's outputs."""
+    caption_metrics().shard_samples.labels(outcome=outcome.value).inc(n)
 
 
 def timed_batches(run: Callable[[K, list[I]], list[R]]) -> Callable[[K, list[I]], list[R]]:

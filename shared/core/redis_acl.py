@@ -103,14 +103,18 @@ def role_rules(user: str, *, queue_prefix: str = "", db: int = 0) -> str:
     if user == GPU_USER:
         keys = [
             f"~{queue_prefix}caption*",
+            f"~{queue_prefix}shards*",
             f"%W~{queue_prefix}route*",
             f"~{kcap}attempts:{queue_prefix}caption:*",
+            f"~{kcap}attempts:{queue_prefix}shards:*",
+            # Dataset mode: a shard worker files its own samples and says how far it got.
+            f"~{kcap}shard*",
             f"%R~{kcap}blob:*",
             f"%W~{kcap}dead_letters",
             f"~{kcap}dead_letters:total",
         ]
     elif user == STORAGE_USER:
-        keys = [f"~{queue_prefix}caption*", f"~{queue_prefix}route*", f"~{kcap}*"]
+        keys = [f"~{queue_prefix}caption*", f"~{queue_prefix}route*", f"~{queue_prefix}shards*", f"~{kcap}*"]
     else:
         raise ValueError(f"no such role user: {user}")
     return " ".join([*keys, *_KOMBU_KEYS, channels, _COMMAND_RULES])

@@ -242,6 +242,12 @@ class Settings:
         return f"{self.queue_prefix}route"
 
     @property
+    def shard_queue(self) -> str:
+        """Dataset mode's shard jobs: a queue of their own, so that a long shard never waits
+        in front of hot-folder jobs."""
+        return f"{self.queue_prefix}shards"
+
+    @property
     def keys(self) -> Keys:
         """kcap's own Redis keys for this instance (see shared.core.keys)."""
         return keys_for(self.queue_prefix)

@@ -19,6 +19,7 @@ from shared.core.inflight import InFlight
 from shared.core.keys import KOMBU_UNACKED, kombu_queue_lists
 from shared.core.redaction import mask_url_passwords
 from shared.core.settings import Settings
+from shared.core.shard_board import ShardBoard
 
 # How many of the newest dead letters `kcap status` shows.
 NEWEST_DEAD_LETTERS = 5
@@ -91,7 +92,7 @@ def collect(settings: Settings) -> dict[str, Any]:
     try:
         settings = settings.replace(broker_url=url)
         snapshot = InFlight(client, settings).snapshot()
-        queues = (settings.caption_queue, settings.route_queue)
+        queues = (settings.caption_queue, settings.route_queue, settings.shard_queue)
         unacked = unacked_by_queue(client)
         return {
             "broker": mask_url_passwords(url),
@@ -107,6 +108,8 @@ def collect(settings: Settings) -> dict[str, Any]:
             "images_per_s": round(snapshot.images_per_s, 3),
             "eta_s": snapshot.eta_s,
             "dead_letters": dead_letter_summary(DeadLetters(client, settings.keys)),
+            # Dataset mode: samples and shards (None when no shard job was ever queued).
+            "shards": shard_summary(ShardBoard(client, settings.keys)),
         }
     except redis.exceptions.RedisError as exc:
         raise BrokerError(
@@ -115,6 +118,11 @@ def collect(settings: Settings) -> dict[str, Any]:
         ) from None
     finally:
         client.close()
+
+
+def shard_summary(board: ShardBoard) -> dict[str, Any] | None:
+    snapshot = board.snapshot()
+    return snapshot.to_dict() if snapshot.total_shards else None
 
 
 def dead_letter_summary(dead_letters: DeadLetters, *, newest: int = NEWEST_DEAD_LETTERS) -> dict[str, Any]:
@@ -143,6 +151,18 @@ def render(report: dict[str, Any]) -> str:
     )
     eta = "-" if report["eta_s"] is None else f"{report['eta_s']:.0f}s"
     lines.append(f"rate        {report['images_per_s']:.2f} images/s (last minute), ETA {eta}")
+    shards = report.get("shards")
+    if shards:
+        by_state, samples = shards["shards"], shards["samples"]
+        lines.append(
+            f"shards      done {by_state['done']}, running {by_state['running']}, "
+            f"failed {by_state['failed']}, remaining {by_state['queued']}"
+        )
+        eta = "-" if shards["eta_s"] is None else f"{shards['eta_s']:.0f}s"
+        lines.append(
+            f"samples     output {samples['output']}, clip-failed {samples['clip_failed']}, "
+            f"errors {samples['errors']}; {shards['samples_per_s']:.2f} samples/s (last minute), ETA {eta}"
+        )
     dead = report["dead_letters"]
     lines.append(f"set aside   {dead['count']} message(s) no worker can run (dead letters)")
     for letter in dead["newest"]:

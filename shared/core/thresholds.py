@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
+from shared.core.outcomes import Outcome
 from shared.core.scoring import ScorerFamily
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,14 @@ class Thresholds:
         family = scorer_family_of(clip_model)
         if self.given is not None and family != self.given_for:
             self.warn_once(family, DEFAULT_THRESHOLDS[family])
+
+
+def outcome_for(*, ok: bool, score: float | None, threshold: float | None) -> Outcome:
+    """The one threshold rule, for the route worker and the shard worker alike: a failed
+    result is an error; an unscored one (no threshold, or no score) is output; a score under
+    the threshold is clip-failed."""
+    if not ok:
+        return Outcome.ERRORS
+    if threshold is None or score is None:
+        return Outcome.OUTPUT
+    return Outcome.OUTPUT if score >= threshold else Outcome.CLIP_FAILED

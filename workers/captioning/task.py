@@ -99,11 +99,22 @@ def caption_job(
     prepared = prepare_or_explain(job, engine, worker=worker, image_bytes=image_bytes)
     if isinstance(prepared, Result):
         return prepared
+    futures = submit_prompts(job, prepared, batcher)
+    return captioned_result(
+        job, engine, prepared, [f.result() for f in futures], worker=worker, received=received
+    )
+
+
+def submit_prompts(job: Job, prepared: Prepared, batcher: CaptionQueue) -> list[Future[Captioned]]:
+    """One batch item per prompt, the same pixels for all; their futures in prompt order."""
+    return [batcher.submit(job.options.for_prompt(prompt), prepared) for prompt in job.options.prompts]
+
+
+def captioned_result(
+    job: Job, engine: Engine, prepared: Prepared, done: list[Captioned], *, worker: str, received: float
+) -> Result:
+    """The result of a job whose prompts were all captioned: the best-scored caption routes."""
     options = job.options
-    futures: list[Future[Captioned]] = [
-        batcher.submit(options.for_prompt(prompt), prepared) for prompt in options.prompts
-    ]
-    done = [future.result() for future in futures]
     best = best_index(done)
     chosen = done[best]
     return Result(

@@ -10,15 +10,23 @@ from shared.core.messages import CaptionOptions
 from shared.core.metrics import timed_batches
 from shared.core.publisher import CeleryPublisher
 from shared.core.settings import Settings
+from shared.core.shard_board import ShardBoard
 from workers.captioning.batcher import Batcher
 from workers.captioning.decode_stream import DecodeStream
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.result_sender import ResultSender
+from workers.captioning.shard_samples import ShardPipeline
+from workers.captioning.shard_task import ShardWorker, register_shard_task
 from workers.captioning.task import register_caption_task
+
+# Threads that decode and preprocess shard samples: the pool threads hold hot-folder jobs,
+# a shard job's samples are prepared here (then wait in the batcher like any job).
+PREPARE_THREADS = 4
 
 
 def run_caption_worker(settings: Settings, *, name: str) -> None:
-    """Load the models in this process (never before a fork), then consume the caption queue."""
+    """Load the models in this process (never before a fork), then consume the caption queue
+    and the shard queue."""
     engine = Engine.load(settings, eager_scorer=settings.score_enabled)
     streaming = engine.can_stream
     batcher: Batcher[CaptionOptions, Prepared, Captioned] | DecodeStream
@@ -42,21 +50,40 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
     app = make_app(settings)
     publisher = CeleryPublisher(app, caption_queue=settings.caption_queue, route_queue=settings.route_queue)
     sender = ResultSender(publisher, max_results=settings.batch_size).start()
+    attempts = Attempts(client, settings.keys, settings.caption_queue)
+    pipeline = ShardPipeline(
+        engine,
+        batcher,
+        worker=name,
+        window=pool_threads(settings, streaming=streaming),
+        prepare_threads=PREPARE_THREADS,
+    )
+    shards = ShardWorker(
+        pipeline,
+        ShardBoard.connect(settings),
+        Attempts(client, settings.keys, settings.shard_queue),
+        worker=name,
+        max_worker_deaths=settings.max_worker_deaths,
+        visibility_timeout_s=settings.visibility_timeout_s,
+    )
+    register_shard_task(app, shards)
     register_caption_task(
         app,
         engine,
         batcher,
         sender,
         worker=name,
-        attempts=Attempts(client, settings.keys, settings.caption_queue),
+        attempts=attempts,
         max_worker_deaths=settings.max_worker_deaths,
         max_message_bytes=caption_message_limit(settings.max_file_bytes),
         blobs=Blobs.connect(settings),
     )
     try:
         concurrency = pool_threads(settings, streaming=streaming)
-        app.worker_main(worker_argv(settings.caption_queue, concurrency=concurrency, name=name))
+        queues = f"{settings.caption_queue},{settings.shard_queue}"
+        app.worker_main(worker_argv(queues, concurrency=concurrency, name=name))
     finally:
+        pipeline.stop()
         batcher.stop()
         sender.stop()
 

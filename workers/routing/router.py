@@ -39,7 +39,8 @@ from shared.core.naming import (
 from shared.core.outcomes import Outcome
 from shared.core.records import read_json
 from shared.core.settings import Settings
-from shared.core.thresholds import Thresholds, scorer_family_of
+from shared.core.sidecar import caption_record
+from shared.core.thresholds import Thresholds, outcome_for, scorer_family_of
 from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json, remove_temps_of
 from workers.routing.lasting import cannot_file, heals_by_waiting
 from workers.routing.metadata import MetadataLog
@@ -108,12 +109,7 @@ class Router:
             self.thresholds.check_start(settings.clip_model)
 
     def outcome_for(self, result: Result) -> Outcome:
-        if not result.ok:
-            return ERRORS
-        threshold = self._threshold(result)
-        if threshold is None or result.score is None:
-            return OUTPUT
-        return OUTPUT if result.score >= threshold else CLIP_FAILED
+        return outcome_for(ok=result.ok, score=result.score, threshold=self._threshold(result))
 
     def _sidecar_refusal(self, result: Result) -> str:
         return sidecar_name_refusal(
@@ -408,39 +404,14 @@ class Router:
         )
 
     def _record(self, result: Result, placement: Placement, outcome: Outcome, text: str) -> dict[str, Any]:
-        return {
-            "job_id": result.job_id,
-            "source": result.rel_path,
-            "image": placement.image.name,
-            "caption": result.caption,
-            "text": text,
-            "captions": result.captions,
-            "truncated": result.truncated,
-            "decoder": result.decoder or None,
-            "entities": result.entities,
-            "clip_score": result.score,  # the score compared with the threshold
-            "clip_score_method": result.score_method or None,
-            "clip_score_original": result.score_original,
-            "clip_score_sentence_chunks": result.score_sentence_chunks,
-            "clipscore": result.clipscore,
-            "clip_slices": result.slices,
-            "clip_chunks": result.chunks,
-            "threshold": self._threshold(result),
-            "clip_score_family": result.score_family or None,  # whose threshold routed it
-            "outcome": outcome.value,
-            "caption_model": result.caption_model,
-            "caption_family": result.caption_family or None,
-            "clip_model": result.clip_model if result.score is not None else None,
-            "prompt": result.prompt,
-            "width": result.width,
-            "height": result.height,
-            "content_sha256": result.content_sha256,
-            "timings": result.timings,
-            "worker": result.worker,
-            "router": self.host,
-            "enqueued_at": result.enqueued_at,
-            "routed_at": time.time(),
-        }
+        return caption_record(
+            result,
+            image=placement.image.name,
+            outcome=outcome,
+            text=text,
+            threshold=self._threshold(result),
+            filed_by=self.host,
+        )
 
     def _threshold(self, result: Result) -> float | None:
         """The threshold this result's score was compared with (None: it was not scored)."""
