@@ -22,7 +22,6 @@ from shared.core.errors import DecodeError
 from shared.core.keys import KOMBU_UNACKED_INDEX, keys_for
 from shared.core.messages import CaptionOptions, ShardJob, shard_job_id
 from shared.core.outcomes import Outcome
-from shared.core.settings import Settings
 from shared.core.shard_board import ShardBoard, ShardEntry, ShardState, snapshot_of
 from shared.core.status import render
 from shared.core.thresholds import outcome_for
@@ -162,19 +161,6 @@ def test_holding_a_message_moves_it_out_of_the_visibility_timeout(board: ShardBo
         assert client.zscore(KOMBU_UNACKED_INDEX, "tag-gone") is None
     finally:
         client.close()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_models: tuple[Path, Path]) -> Engine:
-    kosmos, clip = tiny_models
-    return Engine.load(Settings(caption_model=str(kosmos), clip_model=str(clip)), eager_scorer=True)
-
-
-@pytest.fixture
-def batcher(engine: Engine) -> Iterator[Batcher[CaptionOptions, Prepared, Captioned]]:
-    running = Batcher(engine.run_batch, max_size=4, max_wait_s=0.01).start()
-    yield running
-    running.stop()
 
 
 def _samples(n: int) -> list[Sample]:

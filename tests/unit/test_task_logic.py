@@ -5,8 +5,7 @@ publisher. No Celery worker is started: these are the fast tests of what the tas
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -25,19 +24,6 @@ from workers.captioning.task import caption_job
 from workers.routing.router import Router
 from workers.routing.task import route_result
 from workers.tiny.images import tiny_images
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_models: tuple[Path, Path]) -> Engine:
-    kosmos, clip = tiny_models
-    return Engine.load(Settings(caption_model=str(kosmos), clip_model=str(clip)), eager_scorer=True)
-
-
-@pytest.fixture
-def batcher(engine: Engine) -> Iterator[Batcher[CaptionOptions, Prepared, Captioned]]:
-    running = Batcher(engine.run_batch, max_size=4, max_wait_s=0.01).start()
-    yield running
-    running.stop()
 
 
 def _job(data: bytes, rel: str, options: CaptionOptions) -> Job:

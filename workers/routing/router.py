@@ -41,9 +41,10 @@ from shared.core.records import read_json
 from shared.core.settings import Settings
 from shared.core.sidecar import caption_record
 from shared.core.thresholds import Thresholds, outcome_for, scorer_family_of
-from workers.routing.atomic import atomic_copy, atomic_write_bytes, atomic_write_json, remove_temps_of
+from workers.routing.atomic import atomic_copy, atomic_write_json, remove_temps_of
 from workers.routing.lasting import cannot_file, heals_by_waiting
 from workers.routing.metadata import MetadataLog
+from workers.routing.sidecars import error_record, write_caption
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,11 @@ class Router:
             if not placed:
                 return Routed(None, None, newly_placed=False, note="input vanished or changed")
             if outcome == ERRORS:
-                atomic_write_json(placement.record, self._error_record(result, placement))
+                atomic_write_json(placement.record, error_record(result, placement, router=self.host))
             else:
-                text = self._write_caption(placement.caption, result)
+                text = write_caption(
+                    placement.caption, self._final_text(result), existing=self.settings.existing
+                )
                 record = {**self._record(result, placement, outcome, text), **source_stat}
                 atomic_write_json(placement.record, record)
                 self._ensure_metadata(outcome, placement, result, text)
@@ -357,27 +360,6 @@ class Router:
     def _final_text(self, result: Result) -> str:
         return f"{self.settings.caption_prefix}{result.caption}{self.settings.caption_suffix}"
 
-    def _write_caption(self, path: Path, result: Result) -> str:
-        """Write the caption file, honouring --existing for a file kcap did not write."""
-        new = self._final_text(result)
-        try:
-            existing = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            existing = None
-        mode = self.settings.existing
-        if existing is None or mode == "overwrite" or existing == new:
-            text = new
-        elif mode == "skip":
-            return existing  # kept as it is (the producer normally skips such images)
-        elif mode == "append":
-            # A retry after a crash finds its own text already appended.
-            text = existing if existing.endswith(new) else f"{existing} {new}"
-        else:  # prepend
-            text = existing if existing.startswith(new) else f"{new} {existing}"
-        # The caption and nothing else (no newline added), as the original script wrote it.
-        atomic_write_bytes(path, text.encode("utf-8"))
-        return text
-
     def _ensure_metadata(self, outcome: Outcome, placement: Placement, result: Result, text: str) -> None:
         if outcome not in self.metadata:
             return
@@ -418,19 +400,6 @@ class Router:
         if not self.settings.score_enabled or result.score is None:
             return None
         return self.thresholds.for_family(result.score_family)
-
-    def _error_record(self, result: Result, placement: Placement) -> dict[str, Any]:
-        return {
-            "job_id": result.job_id,
-            "source": result.rel_path,
-            "image": placement.image.name if placement.image.exists() else None,
-            "reason": result.error_reason,
-            "error_class": result.error_class,
-            "content_sha256": result.content_sha256,
-            "worker": result.worker,
-            "router": self.host,
-            "time": time.time(),
-        }
 
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
