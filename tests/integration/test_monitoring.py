@@ -129,6 +129,7 @@ def test_flower_and_kcap_metrics_count_every_routed_image(
     assert report["queues"] == {
         "caption": {"waiting": 0, "held_by_workers": 0},
         "route": {"waiting": 0, "held_by_workers": 0},
+        "shards": {"waiting": 0, "held_by_workers": 0},
     }
     assert report["images_per_s"] > 0 and report["eta_s"] == 0.0
     assert "://:***@" in str(report["broker"]) and settings.broker_url not in str(report["broker"])

@@ -171,7 +171,15 @@ def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack
     assert "not a result" in str(by_id[sent[-3][2]]["reason"])
     assert "kcap.nonesuch" in str(by_id[sent[-1][2]]["reason"])
     # An item that parsed as JSON is kept as kombu parsed it (re-encoded), any other as it came.
-    items = sorted((str(x["queue"]), _same_json(str(x["body"]))) for x in letters if x["id"] is None)
+    # An item that is not JSON at all fails kombu's parse after the pop, which does not say
+    # which of the worker's queues it came from: its letter names them all (the caption worker
+    # reads the caption and the shard queue).
+    both = f"{settings.caption_queue},{settings.shard_queue}"
+    items = sorted(
+        (settings.caption_queue if x["queue"] == both else str(x["queue"]), _same_json(str(x["body"])))
+        for x in letters
+        if x["id"] is None
+    )
     queues = (settings.caption_queue, settings.route_queue)
     assert items == sorted((q, _same_json(raw)) for q in queues for raw in NOT_ENVELOPES)
     assert all(str(x["reason"]).startswith("not a kombu message") for x in letters if x["id"] is None)

@@ -108,4 +108,4 @@ def test_two_instances_with_their_own_queue_prefix_share_one_redis(
     assert kcap_status(env)["outcomes"] == {"output": 4, "clip_failed": 0, "errors": 0}
     report = kcap_status(env, "--queue-prefix", "two-")
     assert report["outcomes"] == {"output": 0, "clip_failed": 4, "errors": 0}
-    assert set(report["queues"]) == {"two-caption", "two-route"}
+    assert set(report["queues"]) == {"two-caption", "two-route", "two-shards"}
