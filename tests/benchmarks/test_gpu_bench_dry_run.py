@@ -26,6 +26,7 @@ RUN_WITHOUT_THEM = (
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_gpu_bench_dry_run_prints_every_row(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OUT": str(tmp_path), "OMP_NUM_THREADS": "2"}
     done = subprocess.run(

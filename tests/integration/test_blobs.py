@@ -74,6 +74,7 @@ def test_a_job_is_either_inline_or_stored() -> None:
         )
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_a_delivery_whose_blob_is_gone_is_dropped_and_the_worker_goes_on(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:

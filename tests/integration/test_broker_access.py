@@ -162,6 +162,7 @@ def _redis_major() -> int:
     return int(found.group(1))
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_a_gpu_host_with_the_documented_gpu_user_captions_and_can_do_nothing_else(
     make_settings: Callable[..., Settings], tmp_path: Path, procs: Processes
 ) -> None:

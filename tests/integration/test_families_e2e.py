@@ -118,6 +118,7 @@ def test_kcap_run_routes_images_with_each_family_and_the_outputs_read_back(
     assert all(str(r["caption"]) in page for r in routed)
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_kcap_run_with_an_unsupported_caption_model_stops_at_start_naming_the_families(
     family_models: dict[str, Path], make_settings: Callable[..., Settings], procs: Processes
 ) -> None:

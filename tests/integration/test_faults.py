@@ -77,6 +77,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_redis_restarting_mid_run_loses_nothing(
     make_settings: Callable[..., Settings], own_redis: EmbeddedRedis, procs: Processes
 ) -> None:
@@ -110,6 +111,7 @@ def test_redis_restarting_mid_run_loses_nothing(
     _assert_each_once(settings, expected)
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_a_producer_restart_mid_backlog_enqueues_nothing_twice(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:

@@ -211,6 +211,7 @@ def _same_json(text: str) -> str:
         return text
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_an_oversized_message_is_refused_before_it_is_decoded_and_its_memory_given_back(stack: Stack) -> None:
     settings = stack.settings
     _wait_ready(stack)

@@ -8,6 +8,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from shared.core.settings import Settings
 from tests.conftest import REPO, Processes, wait_for
 from tests.integration.helpers import drop_images, records, routed_sources
@@ -39,6 +41,7 @@ def _gpu_host(tmp_path: Path, name: str, storage: Settings) -> tuple[Path, Setti
     return home, settings
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_two_gpu_hosts_without_the_folders_share_the_work(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes, tmp_path: Path
 ) -> None:
@@ -64,6 +67,7 @@ def test_two_gpu_hosts_without_the_folders_share_the_work(
         assert not list(home.rglob("*.json")) and not list(home.rglob("*.png"))
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_two_instances_with_their_own_queue_prefix_share_one_redis(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes, tmp_path: Path
 ) -> None:

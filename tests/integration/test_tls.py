@@ -94,6 +94,7 @@ def tls_redis(tmp_path: Path) -> Iterator[str]:
     process.wait(timeout=10)
 
 
+@pytest.mark.slow  # CI runs it after `make test`, which keeps to its 6 minutes
 def test_a_tls_broker_with_a_password_works_and_the_password_stays_hidden(
     make_settings: Callable[..., Settings], tls_redis: str, procs: Processes
 ) -> None:
