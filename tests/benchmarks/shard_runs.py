@@ -39,6 +39,10 @@ def bench_settings(workdir: Path, **more: Any) -> Any:
         max_new_tokens=NEW_TOKENS,
         batch_size=BATCH,
         gpus="cpu",
+        # Like (q): the worker streams these jobs through kcap's static decoder, whose slots
+        # are its batch (at 1 new token every row ends at its prefill); at the default 32
+        # slots it would run batches of 32 against (q)'s 64.
+        decoder_slots=BATCH,
         **more,
     )
 
