@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
 from shared.core.settings import Settings
-from tests.conftest import REPO, Processes
+from tests.conftest import REPO, Processes, wait_for
 from tests.integration.shard_helpers import read_tars, shard_args, shard_settings, tiny_pngs, write_tar_shard
 
 
@@ -30,6 +31,18 @@ def test_kcap_submit_queues_shards_that_two_workers_share(
     settings = shard_settings(make_settings(broker_url=redis_url, threshold=-1000.0))
     for host in ("hosta", "hostb"):  # two hosts, as far as the queue can tell
         procs.kcap("worker", "--name-prefix", host, settings=settings)
+    # Both consume before the jobs go out: a host still loading its models under load would
+    # leave every shard to the other, which says nothing about sharing one queue.
+    app = Celery("kcap-test", broker=redis_url, set_as_current=False)
+    try:
+        wait_for(
+            lambda: len(app.control.ping(timeout=1.0)) >= 2,
+            timeout_s=180,
+            what="both workers consuming",
+            logs=procs.tail,
+        )
+    finally:
+        app.close()
     submit = procs.kcap("submit", *shard_args(str(tmp_path / "in"), tmp_path), "--wait", settings=settings)
     submit.wait(timeout=240)
     assert submit.returncode == 0, procs.tail()
