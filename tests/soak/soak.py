@@ -299,8 +299,8 @@ def read_roots(roots: dict[str, Path], *, full: bool = False) -> Tally:
         for path in root.rglob("*"):
             if not path.is_file() or path in explained:
                 continue
-            if path.suffix == ".jsonl":
-                continue  # a folder-wide index such as metadata.jsonl, not one image's files
+            if path.suffix == ".jsonl" or path.name == LOCK_NAME:
+                continue  # a folder-wide index (metadata.jsonl) or kcap's lock: not one image's files
             if path.name.startswith(".kcap-stale-"):
                 tally.stale.append(str(path))
             elif path.name.startswith(".kcap-tmp-"):
