@@ -82,6 +82,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from shared.core.folder_lock import LOCK_NAME  # noqa: E402
 from tests.integration.helpers import large_jpegs  # noqa: E402
 from tests.soak.hostile import (  # noqa: E402  (after the path fix, when run as a file)
     SOAK_MAX_PIXELS,
