@@ -21,7 +21,7 @@ from pathlib import PurePath
 from typing import Any
 
 from shared.core.errors import ConfigError
-from shared.shards.staging import StagedFile
+from shared.shards.staging import put_whole
 from shared.shards.storage import StorageOptions, base_name, filesystem, join_url, unreachable
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,7 @@ def write_marker(
     captions_url: str, marker: DoneMarker, *, storage_options: StorageOptions | None = None
 ) -> str:
     """Write the marker atomically (the last write of a shard); returns its URL."""
-    staged = StagedFile(marker_url(captions_url, marker.name), storage_options=storage_options)
-    try:
-        staged.handle.write(marker.encode())
-    except BaseException:
-        staged.abort()
-        raise
-    return staged.commit()
+    return put_whole(marker_url(captions_url, marker.name), marker.encode(), storage_options=storage_options)
 
 
 def read_markers(

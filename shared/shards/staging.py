@@ -30,6 +30,14 @@ from shared.shards.storage import StorageOptions, base_name, filesystem, full_ur
 log = logging.getLogger(__name__)
 
 REMOTE_TEMP_FOLDER = "_tmp"
+_TOKEN_HEX = 12  # each temporary's random part: secrets.token_hex(6)
+
+
+def _temp_path(fs_local: bool, folder: str, token: str, name: str) -> str:
+    """Where the temporary of folder/name lives (token: _TOKEN_HEX hex, or a glob for them)."""
+    if fs_local:
+        return os.path.join(folder, f"{TEMP_PREFIX}{token}-{name}")
+    return f"{folder}/{REMOTE_TEMP_FOLDER}/{token}-{name}"
 
 
 class StagedFile:
@@ -40,14 +48,12 @@ class StagedFile:
         self.url = full_url(self.fs, self.path)
         name = base_name(self.path)
         folder = self.path.rstrip("/").rsplit("/", 1)[0]
-        token = secrets.token_hex(6)
         self.local = is_local(self.fs)
+        self.temp = _temp_path(self.local, folder, secrets.token_hex(_TOKEN_HEX // 2), name)
         if self.local:
             os.makedirs(folder, exist_ok=True)
-            self.temp = os.path.join(folder, f"{TEMP_PREFIX}{token}-{name}")
             self.handle: IO[bytes] = open(self.temp, "xb")  # noqa: SIM115 (closed by commit or abort)
         else:
-            self.temp = f"{folder}/{REMOTE_TEMP_FOLDER}/{token}-{name}"
             self.handle = self.fs.open(self.temp, "wb")
         self.done = False
 
@@ -108,6 +114,29 @@ class StagedFile:
             pass
         except Exception as exc:  # the store is gone: the temporary stays under _tmp/, say so
             log.warning("could not remove the temporary %s (%s): it is never read as output", self.temp, exc)
+
+
+def put_whole(dest_url: str, data: bytes, *, storage_options: StorageOptions | None = None) -> str:
+    """Write a small file (a marker, a report) in place whole or not at all; returns its URL."""
+    staged = StagedFile(dest_url, storage_options=storage_options)
+    try:
+        staged.handle.write(data)
+    except BaseException:
+        staged.abort()
+        raise
+    return staged.commit()
+
+
+def remove_stale(dest_url: str, *, storage_options: StorageOptions | None = None) -> int:
+    """Remove the temporaries of dest_url that a killed writer left; how many. Call it only
+    where no live writer can have one (the holder of a shard job's lease)."""
+    fs, path = filesystem(dest_url, storage_options)
+    folder, _, name = path.rstrip("/").rpartition("/")
+    stale = fs.glob(_temp_path(is_local(fs), folder, "?" * _TOKEN_HEX, name))
+    for temp in stale:
+        log.warning("removing %s, left by a writer that died writing it", temp)
+        fs.rm(temp)
+    return len(stale)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -19,39 +19,17 @@ from typing import Any
 
 from shared.core.errors import ShardWriteError
 from shared.core.messages import Result, ShardJob
-from shared.core.naming import TEMP_PREFIX
 from shared.core.outcomes import Outcome
 from shared.core.scoring import ScorerFamily
 from shared.core.sidecar import caption_record
 from shared.core.thresholds import Thresholds, outcome_for
 from shared.shards.markers import marker_url
 from shared.shards.refs import Sample
-from shared.shards.staging import REMOTE_TEMP_FOLDER
-from shared.shards.storage import filesystem, is_local
+from shared.shards.staging import remove_stale
+from shared.shards.storage import join_url
 from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
 
 log = logging.getLogger(__name__)
-
-
-def join_url(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
-def remove_stale_temporaries(final_url: str, storage_options: dict[str, Any] | None) -> int:
-    """Remove the temporaries of final_url that a killed worker left (shared.shards.staging's
-    names); how many. Only the holder of a shard job's lease calls it: no live writer has them."""
-    fs, path = filesystem(final_url, storage_options)
-    folder, _, name = path.rstrip("/").rpartition("/")
-    token = "?" * 12  # staging's secrets.token_hex(6)
-    if is_local(fs):
-        pattern = f"{folder}/{TEMP_PREFIX}{token}-{name}"
-    else:
-        pattern = f"{folder}/{REMOTE_TEMP_FOLDER}/{token}-{name}"
-    stale = fs.glob(pattern)
-    for temp in stale:
-        log.warning("removing %s, left by a worker that died writing it", temp)
-        fs.rm(temp)
-    return len(stale)
 
 
 class ShardFiler:
@@ -67,7 +45,7 @@ class ShardFiler:
         self._stack = ExitStack()
         options = storage_options or None
         for url in self.final_urls():
-            remove_stale_temporaries(url, options)
+            remove_stale(url, storage_options=options)
         self.captions = self._stack.enter_context(
             CaptionsParquetWriter(join_url(job.captions_url, f"{job.chunk}.parquet"), storage_options=options)
         )

@@ -37,8 +37,9 @@ from shared.core.storage_env import storage_options_from_env
 from shared.shards.markers import DoneMarker, write_marker
 from shared.shards.reading import read_samples
 from shared.shards.refs import ShardRef
-from shared.shards.staging import StagedFile
-from workers.captioning.shard_files import ShardFiler, join_url
+from shared.shards.staging import put_whole
+from shared.shards.storage import join_url
+from workers.captioning.shard_files import ShardFiler
 from workers.captioning.shard_samples import ShardPipeline
 
 log = logging.getLogger(__name__)
@@ -245,14 +246,12 @@ class ShardWorker:
             "settings_hash": job.settings_hash,
         }
         try:
-            url = join_url(join_url(job.captions_url, FAILED_FOLDER), f"{job.chunk}.json")
-            staged = StagedFile(url, storage_options=self.storage_options or None)
-            try:
-                staged.handle.write(json.dumps(report, indent=1).encode("utf-8"))
-            except BaseException:
-                staged.abort()
-                raise
-            staged.commit()
+            url = join_url(job.captions_url, FAILED_FOLDER, f"{job.chunk}.json")
+            put_whole(
+                url,
+                json.dumps(report, indent=1).encode("utf-8"),
+                storage_options=self.storage_options or None,
+            )
         except Exception as exc:  # the board still says why
             log.warning("shard %s: cannot write its failure report (%s)", job.chunk, exc)
         entry = ShardEntry(
