@@ -134,7 +134,7 @@ def remove_stale(dest_url: str, *, storage_options: StorageOptions | None = None
     folder, _, name = path.rstrip("/").rpartition("/")
     stale = fs.glob(_temp_path(is_local(fs), folder, "?" * _TOKEN_HEX, name))
     for temp in stale:
-        log.warning("removing %s, left by a writer that died writing it", temp)
+        log.warning("removing %s, left by a worker that died writing it", temp)
         fs.rm(temp)
     return len(stale)
 
