@@ -371,6 +371,15 @@ def tree_rss_bytes(root_pid: int) -> int:
     return sum(current_rss_bytes(pid) for pid in _descendants(root_pid))
 
 
+def rss_by_role(root_pid: int) -> dict[str, int]:
+    """Resident memory of a process tree, summed by role (process_role)."""
+    roles: dict[str, int] = {}
+    for pid in _descendants(root_pid):
+        role = process_role(pid)
+        roles[role] = roles.get(role, 0) + current_rss_bytes(pid)
+    return roles
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of one process, all its threads (from /proc)."""
     fields = _stat_fields(pid)

@@ -67,7 +67,7 @@ def part_m(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
 
     def watch(process: subprocess.Popen[bytes], sampler: Any) -> dict[str, Any]:
         marks: dict[str, Any] = {}
-        for fraction in (0.1, 0.5):
+        for fraction in (0.1, 0.5, 1.0):
             while process.poll() is None:
                 try:
                     done = sum(e.samples for e in board.entries().values())
@@ -77,10 +77,12 @@ def part_m(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
                     marks[f"{fraction:.0%}"] = {
                         "samples": done,
                         "tree_rss": harness.tree_rss_bytes(process.pid),
+                        "by_role": harness.rss_by_role(process.pid),
+                        "redis_used": int(board_client.info("memory")["used_memory"]),
                         "s": time.perf_counter(),
                     }
                     break
-                time.sleep(0.5)
+                time.sleep(0.1)
         return {"marks": marks}
 
     try:
@@ -97,7 +99,8 @@ def part_m(workdir: Path, plan: ShardPlan) -> dict[str, Any]:
         board_client.close()
         server.close()
     samples = sum(e.samples for e in entries.values())
-    run["marks"]["100%"] = {"samples": samples, "tree_rss": run["peak_tree_rss"], "s": ended}
+    if "100%" not in run["marks"]:  # the run ended between two looks: its peak stands in
+        run["marks"]["100%"] = {"samples": samples, "tree_rss": run["peak_tree_rss"], "s": ended}
     for mark in run["marks"].values():
         mark["s"] -= started
     return {**run, "samples": samples, "errors": sum(e.counts.get("errors", 0) for e in entries.values())}
@@ -109,9 +112,13 @@ def render_million(m: dict[str, Any], plan: ShardPlan) -> tuple[list[str], list[
         f"--shard-output captions in {m['wall_s']:.0f}s ({m['samples'] / m['wall_s']:.0f} samples/s)"
     ]
     for name, mark in m["marks"].items():
+        roles = ", ".join(
+            f"{role} {harness.mib(rss)}" for role, rss in sorted(mark.get("by_role", {}).items())
+        )
+        redis = f"; Redis used_memory {harness.mib(mark['redis_used'])} MiB" if "redis_used" in mark else ""
         lines.append(
             f"  at {name}: {mark['samples']} samples, {mark['s']:.0f}s, "
-            f"tree RSS {harness.mib(mark['tree_rss'])} MiB"
+            f"tree RSS {harness.mib(mark['tree_rss'])} MiB ({roles}){redis}"
         )
     lines.append(f"  peak tree RSS {harness.mib(m['peak_tree_rss'])} MiB")
     problems = (

@@ -301,14 +301,14 @@ def test_a_delivery_with_no_free_turn_is_given_back_untouched(
     shard_worker: ShardWorker, tmp_path: Path, redis_url: str
 ) -> None:
     job = _local_job(tmp_path)
-    taken = [shard_worker.turns.acquire(blocking=False) for _ in range(SHARDS_AT_ONCE)]
+    taken = [shard_worker.turns.take() for _ in range(SHARDS_AT_ONCE)]
     assert all(taken)  # this worker's share is busy
     try:
         with pytest.raises(NoTurn):
             shard_worker.handle(job, task_id=None, final_try=False)
     finally:
         for _ in taken:
-            shard_worker.turns.release()
+            shard_worker.turns.give()
     client = redis_client(redis_url)
     try:
         assert client.get(keys_for("").attempts("shards", job.job_id)) is None  # not a start

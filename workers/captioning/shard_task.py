@@ -41,6 +41,7 @@ from shared.shards.staging import put_whole
 from shared.shards.storage import join_url
 from workers.captioning.shard_files import ShardFiler
 from workers.captioning.shard_samples import ShardPipeline
+from workers.captioning.shard_turns import ShardTap, ShardTurns
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ FAILED_FOLDER = "_failed"  # CAPTIONS/_failed/{chunk}.json: why a shard job was 
 SHARD_MESSAGE_LIMIT_BYTES = 64 * 1024
 # Shard jobs one worker runs side by side. Two: one shard's tail finishes while the next fills
 # the batches. A delivery that finds no turn within TURN_WAIT_S goes back to the end of the
-# queue: the Celery pool threads stay free for hot-folder jobs, and other workers (other
-# hosts) take the shard instead of this one holding it.
+# queue (see shard_turns): the Celery pool threads stay free for hot-folder jobs, and other
+# workers (other hosts) take the shard instead of this one holding it.
 SHARDS_AT_ONCE = 2
 TURN_WAIT_S = 2.0
 
@@ -85,6 +86,7 @@ class ShardWorker:
         max_worker_deaths: int,
         visibility_timeout_s: int,
         turn_wait_s: float = TURN_WAIT_S,
+        tap: ShardTap | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.board = board
@@ -92,8 +94,7 @@ class ShardWorker:
         self.worker = worker
         self.max_worker_deaths = max_worker_deaths
         self.ttl_s = lease_ttl_s(visibility_timeout_s)
-        self.turns = threading.BoundedSemaphore(SHARDS_AT_ONCE)
-        self.turn_wait_s = turn_wait_s
+        self.turns = ShardTurns(SHARDS_AT_ONCE, turn_wait_s, tap)
         self.storage_options = storage_options_from_env()
 
     @contextlib.contextmanager
@@ -124,9 +125,10 @@ class ShardWorker:
         """Run one delivery of a shard job. Raises NoTurn when this worker already runs its
         share of shard jobs (the task gives the message back), and what failed otherwise, for
         the task to retry, unless this is the final try: then the job is recorded as failed."""
-        with self.held(job, task_id, lease=False):
-            if not self.turns.acquire(timeout=self.turn_wait_s):
-                raise NoTurn(f"this worker already runs {SHARDS_AT_ONCE} shard jobs")
+        if not self.turns.take():
+            with self.held(job, task_id, lease=False):
+                if not self.turns.wait():
+                    raise NoTurn(f"this worker already runs {SHARDS_AT_ONCE} shard jobs")
         try:
             with self.held(job, task_id, lease=False):
                 if not self.take_lease(job):
@@ -136,7 +138,7 @@ class ShardWorker:
             finally:
                 self.board.release_lease(job.job_id, self.worker)
         finally:
-            self.turns.release()
+            self.turns.give()
 
     def take_lease(self, job: ShardJob) -> bool:
         """Take the job's lease, waiting while another delivery's is alive; False when that

@@ -17,6 +17,7 @@ from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.result_sender import ResultSender
 from workers.captioning.shard_samples import ShardPipeline
 from workers.captioning.shard_task import ShardWorker, register_shard_task
+from workers.captioning.shard_turns import ShardTap
 from workers.captioning.task import register_caption_task
 
 # Threads that decode and preprocess shard samples: the pool threads hold hot-folder jobs,
@@ -58,6 +59,8 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         window=pool_threads(settings, streaming=streaming),
         prepare_threads=PREPARE_THREADS,
     )
+    tap = ShardTap(settings.shard_queue)
+    tap.install(app)
     shards = ShardWorker(
         pipeline,
         ShardBoard.connect(settings),
@@ -65,6 +68,7 @@ def run_caption_worker(settings: Settings, *, name: str) -> None:
         worker=name,
         max_worker_deaths=settings.max_worker_deaths,
         visibility_timeout_s=settings.visibility_timeout_s,
+        tap=tap,
     )
     register_shard_task(app, shards)
     register_caption_task(
