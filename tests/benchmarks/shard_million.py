@@ -126,4 +126,27 @@ def render_million(m: dict[str, Any], plan: ShardPlan) -> tuple[list[str], list[
         if m["samples"] == plan.images and not m["errors"]
         else [f"million: {m['samples']} samples ({m['errors']} errors), expected {plan.images}"]
     )
+    growth = second_half_growth(m["marks"])
+    if growth is not None:
+        lines.append(
+            f"  second half: {growth:+.1f} bytes of tree RSS per sample (flat: under {KEPT_PER_SAMPLE_BYTES})"
+        )
+        if growth >= KEPT_PER_SAMPLE_BYTES:
+            problems.append(f"million: the tree grew {growth:.0f} bytes per sample over its second half")
+    else:
+        lines.append("  second half: not measured (the run ended before its reading at 100 %)")
     return lines, problems
+
+
+# Anything a run kept per sample would cost at least a small Python object (sys.getsizeof("")
+# is 49 bytes): over the second half of the run (models loaded, pools and buffers at their
+# size) the tree must grow by less than that per sample.
+KEPT_PER_SAMPLE_BYTES = 49
+
+
+def second_half_growth(marks: dict[str, Any]) -> float | None:
+    """Tree RSS bytes per sample from the 50 % mark to the 100 % mark (None without both)."""
+    half, whole = marks.get("50%"), marks.get("100%")
+    if half is None or whole is None or "by_role" not in whole or whole["samples"] <= half["samples"]:
+        return None
+    return float(whole["tree_rss"] - half["tree_rss"]) / (whole["samples"] - half["samples"])
