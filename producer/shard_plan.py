@@ -40,6 +40,12 @@ class ShardRequest:
     overwrite: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def destinations(self) -> list[str]:
+        """The folders the workers write into."""
+        copies = [self.output_url, self.clip_failed_url] if self.shard_output == "full" else []
+        return [url for url in (*copies, self.captions_url) if url]
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -133,11 +133,23 @@ def _plan(settings: Settings, request: Any) -> Any:
     return found
 
 
+def sweep_old_temporaries(url: str, storage_options: dict[str, Any] | None) -> None:
+    """What writers killed a day or more ago left in a destination (no live writer's are that
+    old); a store that will not list them is no reason to stop the run."""
+    from shared.shards.sweeping import sweep_temporaries
+
+    try:
+        sweep_temporaries(url, storage_options=storage_options)
+    except Exception as exc:
+        log.warning("cannot look for abandoned temporaries in %s (%s)", url, exc)
+
+
 def run_shards(args: argparse.Namespace) -> int:
     """`kcap run --input-shards`: an embedded Redis and workers, every shard job, then exit."""
     from producer.shard_submit import submit, wait_finished
     from shared.cli.progress import Progress
     from shared.core.celery_app import make_app
+    from shared.shards.staging import check_writable
 
     request, settings = shard_request(args)
     if request.storage_options:
@@ -146,6 +158,11 @@ def run_shards(args: argparse.Namespace) -> int:
     if not found.jobs:
         print(f"kcap run: nothing to do ({len(found.skipped)} shard(s) already done)")
         return Exit.OK
+    # The workers of this run write with this host's credentials: try them once before any
+    # shard is captioned (`kcap submit` cannot: its workers hold their own).
+    for url in request.destinations:
+        check_writable(url, storage_options=request.storage_options or None)
+        sweep_old_temporaries(url, request.storage_options or None)
     private_folder(settings.state_dir)
     # One kcap on a state folder: its Redis, broker_url and logs (the outputs are shards, each
     # written whole by one worker under a lease, so no folder lock is needed for them).

@@ -139,6 +139,29 @@ def remove_stale(dest_url: str, *, storage_options: StorageOptions | None = None
     return len(stale)
 
 
+def check_writable(folder_url: str, *, storage_options: StorageOptions | None = None) -> None:
+    """Write a small temporary into folder_url, where a writer's temporaries go, and remove it:
+    a destination that cannot take one (a bucket that is not there, credentials that may only
+    read) then stops a run at its start, not after every shard was captioned for nothing.
+
+    Raises ShardWriteError, one sentence. A kill between the write and the removal leaves a
+    temporary that the sweepers know (sweeping.sweep_temporaries)."""
+    try:
+        fs, folder = filesystem(folder_url, storage_options)
+        local = is_local(fs)
+        probe = _temp_path(local, folder.rstrip("/"), secrets.token_hex(_TOKEN_HEX // 2), "write-check")
+        if local:
+            os.makedirs(folder, exist_ok=True)
+        with fs.open(probe, "wb") as handle:
+            handle.write(b"kcap")
+        fs.rm(probe)
+    except Exception as exc:  # fsspec backends raise their own types (botocore, aiohttp, OSError)
+        raise ShardWriteError(
+            f"cannot write to {folder_url} ({type(exc).__name__}: {exc}): check that the bucket or "
+            "folder exists and that these credentials may write there"
+        ) from exc
+
+
 def _fsync_folder(folder: str) -> None:
     try:
         fd = os.open(folder or ".", os.O_RDONLY)

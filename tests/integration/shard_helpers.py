@@ -62,7 +62,7 @@ def read_tars(folder: Path) -> dict[str, dict[str, Any]]:
     import webdataset as wds
 
     found: dict[str, dict[str, Any]] = {}
-    tars = sorted(str(p) for p in folder.glob("*.tar"))
+    tars = sorted(str(p) for p in folder.glob("*.tar") if p.is_file())
     if not tars:
         return found
     # webdataset 1.0 drops each shard's file without closing it (tar_file_iterator's `del

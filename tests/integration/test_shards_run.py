@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,31 @@ def test_a_pattern_that_matches_nothing_stops_at_start(
     assert "kcap: error:" in result.stdout and "Traceback" not in result.stdout
     assert not (tmp_path / "captions" / "_done").exists()
     assert os.listdir(tmp_path)  # nothing else made
+
+
+@pytest.mark.slow
+def test_a_shard_that_cannot_be_put_in_place_fails_alone_and_the_run_says_so(
+    make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
+) -> None:
+    pngs = tiny_pngs(4, seed=53)
+    for n in range(2):
+        write_tar_shard(
+            tmp_path / "in" / f"{n:05d}.tar", [(f"p{n}-{i}", {"png": pngs[2 * n + i]}) for i in range(2)]
+        )
+    # The destination takes files (the start's write check passes), but a folder holds the
+    # name of one output shard: that shard's commit fails on every try.
+    (tmp_path / "output" / "00001.tar").mkdir(parents=True)
+    # What writers killed long ago left is swept at the start; a temporary of today is not.
+    old, fresh = (tmp_path / "output" / f".kcap-tmp-{n * 12}-gone" for n in "01")
+    for temp in (old, fresh):
+        temp.write_bytes(b"partial")
+    os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    result = run_shards(procs, make_settings(threshold=-1000.0), str(tmp_path / "in"), tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "failed 1" in result.stdout and "run again to retry it" in result.stdout
+    assert set(markers(tmp_path / "captions")) == {"00000"}  # the other shard is done
+    assert set(read_tars(tmp_path / "output")) == {"p0-0", "p0-1"}
+    failed = json.loads((tmp_path / "captions" / "_failed" / "00001.json").read_text())
+    assert "00001.tar" in failed["reason"]
+    temps = [p for p in (tmp_path / "output").iterdir() if p.name.startswith(".kcap-tmp-")]
+    assert temps == [fresh]

@@ -31,7 +31,7 @@ def _download(s3: S3Storage, prefix: str, dest: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_shards_in_a_bucket_come_out_in_the_bucket_and_a_missing_bucket_fails_the_run(
+def test_shards_in_a_bucket_come_out_in_the_bucket_and_a_missing_bucket_stops_the_run_at_start(
     make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path, s3_storage: S3Storage
 ) -> None:
     pngs = tiny_pngs(6, seed=31)
@@ -79,8 +79,8 @@ def test_shards_in_a_bucket_come_out_in_the_bucket_and_a_missing_bucket_fails_th
     marker = json.loads((tmp_path / "captions" / "00000.json").read_text())
     assert marker["counts"] == {"output": 3}
 
-    # A destination that is not there: every shard job fails (after its retries), the run
-    # says which and why and exits non-zero; nothing is marked done.
+    # A destination that is not there stops the run at its start, with a sentence naming it,
+    # before a single shard is captioned for nothing.
     missing = f"s3://{s3_storage.bucket}-gone"
     failed = run_shards(
         procs,
@@ -95,5 +95,6 @@ def test_shards_in_a_bucket_come_out_in_the_bucket_and_a_missing_bucket_fails_th
         f"{missing}/failed",
         extra_env=s3_storage.env,
     )
-    assert failed.returncode == 1, failed.stdout
-    assert "failed 2" in failed.stdout and "run again to retry it" in failed.stdout
+    assert failed.returncode == 2, failed.stdout
+    assert f"kcap: error: cannot write to {missing}/out" in failed.stdout
+    assert "Traceback" not in failed.stdout

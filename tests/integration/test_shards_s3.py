@@ -22,10 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from shared.core.embedded_redis import free_port
-from shared.core.errors import ShardSourceError
+from shared.core.errors import ShardSourceError, ShardWriteError
 from shared.shards.markers import Decision, DoneMarker, decide, read_markers, write_marker
 from shared.shards.reading import count_samples, read_samples
 from shared.shards.sources import list_shards
+from shared.shards.staging import check_writable
 from shared.shards.sweeping import sweep_temporaries
 from shared.shards.writing import CaptionsParquetWriter, TarShardWriter
 from tests.conftest import REPO, wait_for
@@ -242,6 +243,26 @@ def test_a_store_that_is_not_there_and_a_pattern_that_matches_nothing_say_so(s3_
     ) as caught:
         list_shards(s3_storage.url("in", "*.tar"), storage_options=closed)
     assert "\n" not in str(caught.value) and time.monotonic() - started < 30
+
+
+def test_a_destination_is_tried_once_before_a_run_and_left_as_it_was(
+    s3_storage: S3Storage, tmp_path: Path
+) -> None:
+    options = s3_storage.storage_options
+    check_writable(s3_storage.url("out"), storage_options=options)
+    assert _keys(s3_storage) == []  # the trial object is gone again
+    with pytest.raises(
+        ShardWriteError, match=r"^cannot write to s3://kcap-no-such-bucket/out \(.*\): check that"
+    ):
+        check_writable("s3://kcap-no-such-bucket/out", storage_options=options)
+    local = tmp_path / "made" / "here"
+    check_writable(str(local))
+    assert local.is_dir() and not list(local.iterdir())
+    (tmp_path / "a-file").write_bytes(b"x")
+    with pytest.raises(
+        ShardWriteError, match=r"cannot write to .*a-file/out \((NotADirectoryError|FileExistsError)"
+    ):
+        check_writable(str(tmp_path / "a-file" / "out"))
 
 
 def test_captions_rows_written_to_s3_keep_the_schema(s3_storage: S3Storage) -> None:

@@ -44,7 +44,7 @@ def worker_app(redis_url: str) -> Iterator[tuple[Celery, ShardTap]]:
 
 
 def _consuming(app: Celery) -> set[str]:
-    replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    replies = app.control.inspect(timeout=5.0, limit=1).active_queues() or {}
     return {queue["name"] for queues in replies.values() for queue in queues}
 
 
