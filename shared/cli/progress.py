@@ -77,7 +77,7 @@ class Progress:
     ) -> None:
         self.inflight: InFlight | None = None  # set by watch() once the broker is up
         self.started_at = time.time()
-        self._counts_at_start: dict[Outcome, int] = {}
+        self._counts_at_start: dict[Outcome, int] | None = {}
         self._final: Snapshot | None = None  # the last one read; close() reads it once more
         self.shards: ShardBoard | None = None  # dataset mode: set by watch_shards()
         self.title = title
@@ -103,13 +103,24 @@ class Progress:
         self.inflight = inflight
         self.started_at = time.time()
         # The counts persist with the embedded Redis: this run's are what they gain from now.
-        self._counts_at_start = inflight.counts()
+        self._counts_at_start = None
+        self._read_counts_at_start()
+
+    def _read_counts_at_start(self) -> None:
+        if self.inflight is None or self._counts_at_start is not None:
+            return
+        try:
+            self._counts_at_start = self.inflight.counts()
+        except (redis.exceptions.RedisError, OSError):
+            # Redis restarting as the run starts: read them once it is back (the stack brings it
+            # back; nothing is routed without it, so nothing is missed meanwhile).
+            return
 
     def run_counts(self) -> dict[Outcome, int] | None:
         """What this run routed, by outcome, as close() last read it; None: never read."""
         if self._final is None:
             return None
-        start = self._counts_at_start
+        start = self._counts_at_start or {}
         return {outcome: count - start.get(outcome, 0) for outcome, count in self._final.counts.items()}
 
     def watch_shards(self, board: ShardBoard) -> None:
@@ -121,6 +132,7 @@ class Progress:
         if self.inflight is None and self.shards is None:
             return "starting: broker, workers and models"
         try:
+            self._read_counts_at_start()
             lines = []
             if self.inflight is not None:
                 self._final = self.inflight.snapshot(window_s=LIVE_RATE_WINDOW_S)

@@ -123,7 +123,12 @@ def test_the_embedded_redis_wants_its_password_refuses_admin_commands_and_keeps_
 
     # kcap up brings its Redis back from the append-only file: same URL, same password.
     os.kill(first, signal.SIGKILL)
-    wait_for(lambda: _redis_children(up.pid) not in ([], [first]), timeout_s=30, what="a new redis-server")
+    wait_for(
+        lambda: _redis_children(up.pid) not in ([], [first]),
+        timeout_s=30,
+        what="a new redis-server",
+        logs=procs.tail,
+    )
     (second,) = _redis_children(up.pid)
     assert password.encode() not in Path(f"/proc/{second}/cmdline").read_bytes()
     assert url_file.read_text().strip() == url

@@ -53,3 +53,31 @@ def test_a_lone_batch_counts_over_the_window(redis_url: str) -> None:
     # When its work began is unknown: at least 4 in the last 10 s.
     assert snapshot.images_per_s == 4 / 10.0 and snapshot.routed == 4
     inflight._redis.close()
+
+
+def test_a_redis_down_as_the_display_starts_is_waited_for_not_a_crash(tmp_path: Path) -> None:
+    """`kcap up` starts its display as the stack comes up; the embedded Redis may be down
+    right then (killed, restarting): the display says so and reads the counts once it is back."""
+    import secrets
+    import signal
+
+    from shared.core.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis", admin_password=secrets.token_hex(16)).start()
+    try:
+        inflight = InFlight.connect(Settings(broker_url=server.url))
+        assert server._process is not None
+        server._process.send_signal(signal.SIGKILL)
+        server._process.wait()
+        progress = Progress(title="test", log_dir=tmp_path, live=False)
+        progress.watch(inflight)  # no raise
+        assert progress._snapshot_line().startswith("waiting for Redis")
+        server.start()  # as the stack brings it back
+        assert "output 0" in progress._snapshot_line()
+        _route(inflight, "new", 2)
+        assert "output 2" in progress._snapshot_line()
+        progress.close()
+        assert progress.run_counts() == {Outcome.OUTPUT: 2, Outcome.CLIP_FAILED: 0, Outcome.ERRORS: 0}
+        inflight._redis.close()
+    finally:
+        server.close()
