@@ -24,6 +24,7 @@ def _all_files(root: Path | None) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root is not None and root.exists() else []
 
 
+@pytest.mark.slow  # 5-7 s: keeps `make test` within its 6 minutes on a clean clone
 def test_image_bytes_under_sidecar_names_go_to_errors_and_nothing_is_clobbered(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:

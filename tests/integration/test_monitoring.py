@@ -35,6 +35,7 @@ def _flower_is_up(port: int) -> Callable[[], bool]:
     return lambda: answers(f"http://127.0.0.1:{port}/healthcheck", auth=LOGIN)
 
 
+@pytest.mark.slow  # 5-7 s: keeps `make test` within its 6 minutes on a clean clone
 def test_flower_and_kcap_metrics_count_every_routed_image(
     make_settings: Callable[..., Settings], redis_url: str, procs: Processes
 ) -> None:

@@ -42,6 +42,7 @@ def _metadata_lines(settings: Settings) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.slow  # 5-7 s: keeps `make test` within its 6 minutes on a clean clone
 def test_a_second_kcap_on_the_folders_of_a_running_kcap_up_is_refused_with_its_pid(
     make_settings: Callable[..., Settings], procs: Processes, tmp_path: Path
 ) -> None:

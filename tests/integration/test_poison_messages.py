@@ -92,6 +92,7 @@ def _wait_ready(stack: Stack) -> dict[str, list[int]]:
     return stack.worker_pids()
 
 
+@pytest.mark.slow  # 5-7 s: keeps `make test` within its 6 minutes on a clean clone
 def test_junk_on_both_queues_is_set_aside_and_the_jobs_behind_it_still_run(stack: Stack) -> None:
     settings = stack.settings
     before = _wait_ready(stack)
