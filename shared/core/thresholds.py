@@ -15,10 +15,13 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from shared.core.outcomes import Outcome
 from shared.core.scoring import ScorerFamily
+
+if TYPE_CHECKING:
+    from shared.core.messages import Result
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,13 @@ class Thresholds:
         self.given_for = given_for
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+
+    def applied(self, result: Result, *, scoring: bool) -> float | None:
+        """The threshold a result's score is compared with, for the route worker and the shard
+        worker alike; None when nothing was scored (scoring off, or no score)."""
+        if not scoring or result.score is None:
+            return None
+        return self.for_family(result.score_family)
 
     def for_family(self, family: str) -> float:
         family = family or ScorerFamily.CLIP.value

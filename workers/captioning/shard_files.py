@@ -74,15 +74,9 @@ class ShardFiler:
         urls.update({outcome.value: tar.url for outcome, tar in self.tars.items()})
         return urls
 
-    def threshold(self, result: Result) -> float | None:
-        """The threshold this result's score is compared with (None: not scored), as the router's."""
-        if not self.job.options.score or result.score is None:
-            return None
-        return self.thresholds.for_family(result.score_family)
-
     def file(self, sample: Sample, result: Result) -> Outcome:
         """Put one sample's result in its place; returns where it went."""
-        threshold = self.threshold(result)
+        threshold = self.thresholds.applied(result, scoring=self.job.options.score)
         outcome = outcome_for(ok=result.ok, score=result.score, threshold=threshold)
         text = f"{self.job.caption_prefix}{result.caption}{self.job.caption_suffix}" if result.ok else ""
         if outcome is not Outcome.ERRORS:

@@ -158,6 +158,7 @@ class ShardWorker:
         entry = self.board.entry(job.job_id)
         if entry is not None and entry.state is ShardState.DONE:
             return  # delivered again after it was done, before its ack: nothing to redo
+        expected = entry.expected if entry is not None else None  # the planner's count, if known
         # Every death counts, also one beside another shard job: as a caption batch, the shard
         # jobs a worker holds die together (see shared.core.attempts).
         with self.attempts.attempt(job.job_id) as earlier:
@@ -165,23 +166,21 @@ class ShardWorker:
             try:
                 if deaths >= self.max_worker_deaths:
                     reason = f"worker died {deaths} time{'' if deaths == 1 else 's'} on this shard"
-                    self.fail(job, reason)
+                    self.fail(job, reason, expected=expected)
                     return
                 with self.held(job, task_id, lease=True):
-                    self.caption(job)
+                    self.caption(job, expected=expected)
             except Exception as exc:
                 if final_try:
                     log.exception("shard %s: giving up", job.chunk)
-                    self.fail(job, f"{type(exc).__name__}: {exc}")
+                    self.fail(job, f"{type(exc).__name__}: {exc}", expected=expected)
                     return
                 raise
 
-    def caption(self, job: ShardJob) -> None:
+    def caption(self, job: ShardJob, *, expected: int | None) -> None:
         started = time.time()
         ref = ShardRef.from_dict(job.shard)
-        entry = ShardEntry(
-            state=ShardState.RUNNING, chunk=job.chunk, expected=self._expected(job), worker=self.worker
-        )
+        entry = ShardEntry(state=ShardState.RUNNING, chunk=job.chunk, expected=expected, worker=self.worker)
         self.board.update(job.job_id, entry)
         samples = read_samples(
             ref,
@@ -220,10 +219,6 @@ class ShardWorker:
         self.board.update(job.job_id, done, new_samples=sum(filer.counts.values()) - reported)
         log.info("shard %s: %s in %.1fs", job.chunk, dict(filer.counts), time.time() - started)
 
-    def _expected(self, job: ShardJob) -> int | None:
-        entry = self.board.entry(job.job_id)
-        return entry.expected if entry is not None else None
-
     def _entry(self, entry: ShardEntry, filer: ShardFiler) -> ShardEntry:
         return ShardEntry(
             state=ShardState.RUNNING,
@@ -233,7 +228,7 @@ class ShardWorker:
             worker=self.worker,
         )
 
-    def fail(self, job: ShardJob, reason: str) -> None:
+    def fail(self, job: ShardJob, reason: str, *, expected: int | None) -> None:
         """Record a shard job as failed: on the board and in CAPTIONS/_failed/{chunk}.json (no
         done marker, so a later run takes it up again)."""
         log.error("shard %s (%s): failed: %s", job.chunk, job.url, reason)
@@ -259,7 +254,7 @@ class ShardWorker:
         entry = ShardEntry(
             state=ShardState.FAILED,
             chunk=job.chunk,
-            expected=self._expected(job),
+            expected=expected,
             worker=self.worker,
             reason=reason,
         )

@@ -396,10 +396,7 @@ class Router:
         )
 
     def _threshold(self, result: Result) -> float | None:
-        """The threshold this result's score was compared with (None: it was not scored)."""
-        if not self.settings.score_enabled or result.score is None:
-            return None
-        return self.thresholds.for_family(result.score_family)
+        return self.thresholds.applied(result, scoring=self.settings.score_enabled)
 
 
 def _stat_of(stat: os.stat_result) -> dict[str, int]:
