@@ -8,7 +8,6 @@ sent round again, filed once its input has been still for --bad-image-settle-s.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -22,19 +21,16 @@ from shared.core.broker import redis_client
 from shared.core.celery_app import ROUTE_BATCH_TASK, ROUTE_TASK
 from shared.core.dead_letters import DeadLetters
 from shared.core.messages import Result
-from shared.core.naming import job_id_for
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import image_bytes, records
+from tests.results import result_for
 from workers.tiny.images import tiny_images
 
 
 def _result(settings: Settings, name: str, data: bytes, **fields: object) -> Result:
     assert settings.input_dir is not None
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(
-        job_id=job_id_for(name, sha), rel_path=name, content_sha256=sha, enqueued_at=time.time(), **fields
-    )  # type: ignore[arg-type]
+    return result_for(name, data, enqueued_at=time.time(), **fields)
 
 
 def test_a_batch_files_what_it_can_and_sends_round_only_what_must_wait(

@@ -10,7 +10,6 @@ left as a bare image while the input lands elsewhere, and its temp files removed
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,24 +24,18 @@ from celery import Celery
 from shared.core.celery_app import ROUTE_BATCH_TASK
 from shared.core.folder_lock import LOCK_NAME
 from shared.core.messages import Result
-from shared.core.naming import METADATA_NAME, TEMP_PREFIX, job_id_for
+from shared.core.naming import METADATA_NAME, TEMP_PREFIX
 from shared.core.settings import Settings
 from tests.conftest import Processes, wait_for
 from tests.integration.helpers import children, large_jpegs, records
+from tests.results import result_for
 
 THRESHOLD = 15.0
 
 
 def _result(name: str, data: bytes, *, score: float) -> Result:
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(
-        job_id=job_id_for(name, sha),
-        rel_path=name,
-        content_sha256=sha,
-        ok=True,
-        caption=f"a photo named {name}",
-        score=score,
-        enqueued_at=time.time(),
+    return result_for(
+        name, data, ok=True, caption=f"a photo named {name}", score=score, enqueued_at=time.time()
     )
 
 

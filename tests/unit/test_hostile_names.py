@@ -20,6 +20,7 @@ from shared.core.leftovers import sweep_leftovers
 from shared.core.messages import Result
 from shared.core.naming import job_id_for, sidecar_name_refusal
 from shared.core.settings import Settings
+from tests.results import result_for
 from workers.routing.atomic import atomic_copy
 from workers.routing.router import InputNotSettled, Router
 
@@ -62,15 +63,12 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-def _result(rel: str, data: bytes, **fields: object) -> Result:
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(job_id=job_id_for(rel, sha), rel_path=rel, content_sha256=sha, **fields)  # type: ignore[arg-type]
-
-
 def test_a_result_under_a_sidecar_name_is_filed_in_errors_even_when_ok(settings: Settings) -> None:
     assert settings.input_dir is not None and settings.errors_dir is not None
     (settings.input_dir / "photo.json").write_bytes(b"png bytes")
-    routed = Router(settings).route(_result("photo.json", b"png bytes", ok=True, caption="a cat", score=30.0))
+    routed = Router(settings).route(
+        result_for("photo.json", b"png bytes", ok=True, caption="a cat", score=30.0)
+    )
     assert routed.outcome == "errors"
     assert (settings.errors_dir / "photo.json").read_bytes() == b"png bytes"
     assert "kcap writes for records" in (settings.errors_dir / "photo.json.error.json").read_text()
@@ -83,7 +81,7 @@ def test_a_decode_failure_of_a_file_written_moments_ago_waits_then_follows_the_f
     assert settings.input_dir is not None and settings.errors_dir is not None
     source = settings.input_dir / "slow.png"
     source.write_bytes(b"first half")
-    failed = _result(
+    failed = result_for(
         "slow.png", b"first half", ok=False, error_reason="truncated", error_class="BadImageError"
     )
     router = Router(settings)
@@ -106,7 +104,9 @@ def test_a_decode_failure_of_a_settled_file_is_filed(settings: Settings) -> None
     source.write_bytes(b"junk")
     old = time.time() - 60
     os.utime(source, (old, old))
-    failed = _result("bad.png", b"junk", ok=False, error_reason="not an image", error_class="BadImageError")
+    failed = result_for(
+        "bad.png", b"junk", ok=False, error_reason="not an image", error_class="BadImageError"
+    )
     assert Router(settings).route(failed).outcome == "errors"
     assert (settings.errors_dir / "bad.png.error.json").exists()
 
@@ -155,7 +155,7 @@ def test_a_name_that_is_not_utf8_is_filed_under_its_very_bytes(settings: Setting
     assert settings.input_dir is not None and settings.output_dir is not None
     raw = b"caf\xe9 \xff.png"
     (settings.input_dir.joinpath(os.fsdecode(raw))).write_bytes(b"png bytes")
-    result = _result(os.fsdecode(raw), b"png bytes", ok=True, caption="a cat", score=30.0)
+    result = result_for(os.fsdecode(raw), b"png bytes", ok=True, caption="a cat", score=30.0)
     # Through JSON as Celery sends it, and back: the name survives byte for byte.
     sent = Result.decode(json.dumps(result.to_dict()))
     assert sent == result and Result.decode(result.encode().encode("utf-8")) == result
@@ -173,7 +173,9 @@ def test_a_name_that_is_not_utf8_is_filed_under_its_very_bytes(settings: Setting
 def test_a_backslash_in_a_name_is_filed(settings: Settings) -> None:
     assert settings.input_dir is not None and settings.output_dir is not None
     (settings.input_dir / "a\\..\\b.png").write_bytes(b"png bytes")
-    routed = Router(settings).route(_result("a\\..\\b.png", b"png bytes", ok=True, caption="a", score=30.0))
+    routed = Router(settings).route(
+        result_for("a\\..\\b.png", b"png bytes", ok=True, caption="a", score=30.0)
+    )
     assert routed.outcome == "output" and (settings.output_dir / "a\\..\\b.png").read_bytes() == b"png bytes"
 
 
@@ -193,11 +195,11 @@ def test_long_names_are_filed_with_every_sidecar_and_collision_within_name_max(
         for i in range(3):  # the same name with new bytes: the collision names (+9, +18 bytes)
             data = f"png {name} {i}".encode()
             (settings.input_dir / name).write_bytes(data)
-            assert router.route(_result(name, data, ok=True, caption="a", score=30.0)).outcome == "output"
+            assert router.route(result_for(name, data, ok=True, caption="a", score=30.0)).outcome == "output"
             # Other bytes under the same name: another job (a job is filed in one folder only).
             data += b" rewritten"
             (settings.input_dir / name).write_bytes(data)
-            bad = _result(name, data, ok=False, error_reason="not an image", error_class="BadImageError")
+            bad = result_for(name, data, ok=False, error_reason="not an image", error_class="BadImageError")
             os.utime(settings.input_dir / name, (time.time() - 60, time.time() - 60))
             assert router.route(bad).outcome == "errors"  # <name>.error.json: +11 bytes
     for root in (settings.output_dir, settings.errors_dir):
@@ -223,7 +225,7 @@ def test_a_destination_path_over_path_max_files_the_image_as_an_error_at_once(tm
     settings = Settings(input_dir=tmp_path / "in", output_dir=deep, errors_dir=tmp_path / "errors")
     name = "sub/" + "p" * 200 + ".png"
     (tmp_path / "in" / name).write_bytes(b"png bytes")
-    routed = Router(settings).route(_result(name, b"png bytes", ok=True, caption="a", score=30.0))
+    routed = Router(settings).route(result_for(name, b"png bytes", ok=True, caption="a", score=30.0))
     assert routed.outcome == "errors" and routed.newly_placed
     reason = json.loads((tmp_path / "errors" / f"{name}.error.json").read_text())
     assert reason["error_class"] == "CannotFile" and "File name too long" in reason["reason"]
@@ -244,7 +246,7 @@ def test_an_error_its_folder_cannot_name_goes_under_its_job_id_and_counts_as_don
     settings = Settings(input_dir=tmp_path / "in", output_dir=roots["out"], errors_dir=roots["errors"])
     rel = "sub/" + "p" * 200 + ".png"
     (tmp_path / "in" / rel).write_bytes(b"png bytes")
-    result = _result(rel, b"png bytes", ok=True, caption="a", score=30.0)
+    result = result_for(rel, b"png bytes", ok=True, caption="a", score=30.0)
     routed = Router(settings).route(result)
     assert routed.outcome == "errors" and routed.placement is not None
     assert routed.placement.record == roots["errors"] / f"{result.job_id}.png.error.json"
@@ -265,7 +267,7 @@ def test_a_result_not_even_the_errors_root_takes_is_refused_for_good_not_retried
     (tmp_path / "in").mkdir()
     settings = Settings(input_dir=tmp_path / "in", output_dir=tmp_path / "out", errors_dir=errors)
     (tmp_path / "in" / "bad.png").write_bytes(b"junk")
-    failed = _result("bad.png", b"junk", ok=False, error_reason="not an image", error_class="Refused")
+    failed = result_for("bad.png", b"junk", ok=False, error_reason="not an image", error_class="Refused")
     with pytest.raises(UnsafePathError, match="cannot be filed anywhere"):
         Router(settings).route(failed)
 

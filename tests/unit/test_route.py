@@ -9,8 +9,8 @@ import pytest
 
 from shared.core.errors import UnsafePathError
 from shared.core.messages import Result
-from shared.core.naming import job_id_for
 from shared.core.settings import Settings
+from tests.results import result_for
 from workers.routing.atomic import _temp_beside
 from workers.routing.router import Router
 from workers.routing.task import as_error
@@ -38,11 +38,9 @@ def _drop(settings: Settings, rel: str, data: bytes) -> Path:
 
 
 def _result(rel: str, data: bytes, *, ok: bool = True, score: float | None = 20.0) -> Result:
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(
-        job_id=job_id_for(rel, sha),
-        rel_path=rel,
-        content_sha256=sha,
+    return result_for(
+        rel,
+        data,
         ok=ok,
         caption="a red square on a white wall" if ok else "",
         score=score if ok else None,

@@ -18,6 +18,7 @@ from shared.core.outcomes import Outcome
 from shared.core.publisher import StubPublisher
 from shared.core.settings import Settings
 from tests.integration.helpers import image_bytes
+from tests.results import result_for
 from workers.captioning.batcher import Batcher
 from workers.captioning.engine import Captioned, Engine, Prepared
 from workers.captioning.task import caption_job
@@ -69,10 +70,7 @@ def routed_settings(make_settings: Callable[..., Settings], redis_url: str) -> S
 def _result(settings: Settings, rel: str, data: bytes, score: float) -> Result:
     assert settings.input_dir is not None
     (settings.input_dir / rel).write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(
-        job_id=job_id_for(rel, sha), rel_path=rel, content_sha256=sha, ok=True, caption="c", score=score
-    )
+    return result_for(rel, data, ok=True, caption="c", score=score)
 
 
 def test_route_result_files_counts_and_frees_the_claim_once(routed_settings: Settings) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -10,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from shared.core.messages import Result
-from shared.core.naming import job_id_for
 from shared.core.settings import Settings
 from shared.core.thresholds import DEFAULT_THRESHOLDS, Thresholds, scorer_family_of
+from tests.results import result_for
 from workers.routing.router import Router
 
 
@@ -68,16 +67,7 @@ def _scored(settings: Settings, name: str, *, score: float, family: str) -> Resu
     assert settings.input_dir is not None
     data = name.encode()
     (settings.input_dir / name).write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
-    return Result(
-        job_id=job_id_for(name, sha),
-        rel_path=name,
-        content_sha256=sha,
-        ok=True,
-        caption="a caption",
-        score=score,
-        score_family=family,
-    )
+    return result_for(name, data, ok=True, caption="a caption", score=score, score_family=family)
 
 
 def test_a_router_routes_each_score_against_its_own_familys_threshold(
